@@ -1,0 +1,53 @@
+# dlcourse: `make book` builds the site, `make test` runs every test. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip install --constraint constraints.txt
+BOOK   := $(BIN)/jupyter-book build . -W -n --keep-going
+
+.PHONY: help install book test lab labs bench strip lock clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip setuptools wheel
+	$(PIP) --editable ".[dev]"
+	$(BIN)/jupyter labextension list 2>&1 | grep -q nbgrader || echo "warning: nbgrader lab extension not found"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with every dependency pinned by constraints.txt
+
+book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/html
+	$(BOOK)
+	@echo "The site is at file://$(CURDIR)/_build/html/index.html"
+
+test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, the nbgrader round trip)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
+	$(BIN)/jupyter lab
+
+labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ with nbgrader
+	$(BIN)/python -m dlcourse.grading generate
+
+bench: $(STAMP)  ## speed of dlcourse against PyTorch (writes _build/bench.json)
+	$(BIN)/python -m dlcourse.bench
+
+strip: $(STAMP)  ## remove outputs and execution counts from every committed notebook
+	$(BIN)/python -m dlcourse.notebooks strip book solutions labs
+
+lock:  ## re-resolve constraints.txt from pyproject.toml in a scratch environment
+	rm -rf /tmp/dlcourse-lock && $(PYTHON) -m venv /tmp/dlcourse-lock
+	/tmp/dlcourse-lock/bin/pip install "torch==2.13.0" ".[dev]"
+	/tmp/dlcourse-lock/bin/pip freeze --exclude-editable | grep -v '^dlcourse' | sort -f > constraints.new
+	@echo "Review constraints.new, then move it over constraints.txt (keep the header)."
+
+clean:  ## remove the built site and caches (keeps .venv)
+	rm -rf _build .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean  ## also remove .venv
+	rm -rf $(VENV)

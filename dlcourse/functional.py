@@ -1,0 +1,143 @@
+"""Activations and layers written from their formulas, checked against ``torch.nn.functional``.
+
+Every function here is built from elementary tensor operations (``exp``, ``where``,
+matrix products), so autograd differentiates the formula itself. They accept tensors of any
+shape, on any device and of any floating dtype, and return a tensor like their input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _require_tensor(x: object, fn: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: expected a torch.Tensor, got {type(x).__name__}")
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    r"""The logistic sigmoid, :math:`\sigma(x) = 1 / (1 + e^{-x})`.
+
+    Computed as :math:`e^{-|x|}`-based branches so neither the value nor the gradient
+    overflows for large :math:`|x|`.
+
+    Shape:
+        Input: any shape. Output: same shape as the input, values in (0, 1).
+    """
+    _require_tensor(x, "sigmoid")
+    neg_abs = torch.where(x >= 0, -x, x)  # -|x|, with gradient 1 (not 0) at x = 0
+    z = torch.exp(neg_abs)  # in (0, 1]: never overflows
+    return torch.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+def tanh(x: Tensor) -> Tensor:
+    r"""The hyperbolic tangent, :math:`\tanh(x) = (e^{x} - e^{-x}) / (e^{x} + e^{-x})`.
+
+    Evaluated as :math:`\operatorname{sign}(x)\,(1 - e^{-2|x|}) / (1 + e^{-2|x|})` with
+    ``expm1`` so it neither overflows for large :math:`|x|` nor loses digits near 0.
+
+    Shape:
+        Input: any shape. Output: same shape, values in (-1, 1).
+    """
+    _require_tensor(x, "tanh")
+    pos = x >= 0
+    a = torch.where(pos, x, -x)  # |x|, with gradient 1 at x = 0
+    t = -torch.expm1(-2 * a) / (1 + torch.exp(-2 * a))
+    return torch.where(pos, t, -t)
+
+
+def relu(x: Tensor) -> Tensor:
+    r"""The rectified linear unit, :math:`\mathrm{ReLU}(x) = \max(0, x)`.
+
+    Its gradient is 1 for :math:`x > 0` and 0 otherwise (0 at :math:`x = 0`, as in PyTorch).
+
+    Shape:
+        Input: any shape. Output: same shape.
+    """
+    _require_tensor(x, "relu")
+    return torch.where(x > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    r"""Leaky ReLU, :math:`x` for :math:`x > 0`, else :math:`\text{negative\_slope} \cdot x`.
+
+    The small slope keeps a gradient flowing for negative inputs, so units cannot "die".
+
+    Args:
+        x: input tensor.
+        negative_slope: slope for negative inputs (default 0.01).
+
+    Shape:
+        Input: any shape. Output: same shape.
+    """
+    _require_tensor(x, "leaky_relu")
+    return torch.where(x > 0, x, negative_slope * x)
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    r"""The exponential linear unit, :math:`x` for :math:`x > 0`, else :math:`\alpha (e^{x} - 1)`.
+
+    Args:
+        x: input tensor.
+        alpha: the value the function approaches as :math:`x \to -\infty` is :math:`-\alpha`.
+
+    Shape:
+        Input: any shape. Output: same shape.
+    """
+    _require_tensor(x, "elu")
+    # Clamp before expm1 so the unused branch cannot overflow and poison the gradient with inf * 0.
+    negative_part = alpha * torch.expm1(torch.clamp(x, max=0))
+    return torch.where(x > 0, x, negative_part)
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    r"""Softmax along ``dim``, :math:`\mathrm{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}`.
+
+    The maximum is subtracted first (the result does not change), so large logits do not
+    overflow.
+
+    Args:
+        x: input tensor (logits).
+        dim: the dimension whose entries sum to 1 (default: the last).
+
+    Shape:
+        Input: any shape. Output: same shape; entries along ``dim`` are positive and sum to 1.
+    """
+    _require_tensor(x, "softmax")
+    if x.dim() == 0:
+        raise ValueError("softmax: expected a tensor with at least 1 dimension, got a scalar")
+    shifted = x - x.amax(dim=dim, keepdim=True).detach()
+    e = torch.exp(shifted)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    r"""An affine map, :math:`y = x W^\top + b`, as in ``torch.nn.functional.linear``.
+
+    Args:
+        x: input of shape ``(*, in_features)``.
+        weight: ``(out_features, in_features)``; one row per output unit.
+        bias: ``(out_features,)`` or ``None``.
+
+    Shape:
+        Input: ``(*, in_features)``. Output: ``(*, out_features)``.
+    """
+    _require_tensor(x, "linear")
+    if weight.dim() != 2:
+        raise ValueError(
+            f"linear: expected a 2-D weight (out_features, in_features), got shape {tuple(weight.shape)}"
+        )
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear: the input's last dimension must equal in_features={weight.shape[1]}, "
+            f"got input of shape {tuple(x.shape)}"
+        )
+    y = x @ weight.T  # (*, in) @ (in, out) -> (*, out)
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"linear: expected bias of shape ({weight.shape[0]},), got {tuple(bias.shape)}"
+            )
+        y = y + bias
+    return y

@@ -1,0 +1,144 @@
+"""The figures the chapters draw again and again: image grids, training curves, decision
+boundaries, feature maps and kernels. Each returns the matplotlib ``Figure`` (or ``Axes``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["image_grid", "training_curves", "decision_boundary", "feature_maps", "kernels"]
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(x)
+
+
+def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
+               cmap: str = "gray", size: float = 1.2, title: str | None = None) -> plt.Figure:
+    """Show images in a grid, each with an optional label above it.
+
+    Shape:
+        images: ``(N, H, W)``, ``(N, 1, H, W)`` (grey) or ``(N, 3, H, W)`` (colour).
+    """
+    imgs = _numpy(images)
+    if imgs.ndim == 4 and imgs.shape[1] in (1, 3):
+        imgs = imgs.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        if imgs.shape[-1] == 1:
+            imgs = imgs[..., 0]  # (N, H, W)
+    if imgs.ndim not in (3, 4):
+        raise ValueError(f"image_grid: expected images (N, H, W) or (N, C, H, W), got shape {imgs.shape}")
+    n = len(imgs)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(imgs[i], cmap=cmap if imgs.ndim == 3 else None)
+            if labels is not None:
+                ax.set_title(str(labels[i]), fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: Mapping[str, Sequence[float]], title: str | None = None) -> plt.Figure:
+    """Plot a training history: one panel for the loss, one per metric; train and val together."""
+    if not history:
+        raise ValueError("training_curves: the history is empty; train for at least one epoch")
+    names = []
+    for key in history:
+        base = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
+        if base not in names:
+            names.append(base)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for prefix, style in (("train_", "-o"), ("val_", "--s")):
+            values = history.get(prefix + name)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, markersize=3, label=prefix.rstrip("_"))
+        if name in history:
+            ax.plot(np.arange(1, len(history[name]) + 1), history[name], "-o", markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def decision_boundary(predict: Callable[[Tensor], Tensor], X: Any, y: Any, ax: plt.Axes | None = None,
+                      resolution: int = 200, title: str | None = None, cmap: str = "coolwarm") -> plt.Axes:
+    """Colour the plane by a classifier's prediction and scatter the 2-D data on top.
+
+    Args:
+        predict: maps a float tensor ``(M, 2)`` to scores ``(M,)`` (binary: probability of
+            class 1, thresholded at 0.5) or ``(M, C)`` (arg-max class).
+        X: points ``(N, 2)``. y: labels ``(N,)``.
+    """
+    Xn, yn = _numpy(X), _numpy(y)
+    if Xn.ndim != 2 or Xn.shape[1] != 2:
+        raise ValueError(f"decision_boundary: expected X of shape (N, 2), got {Xn.shape}")
+    pad = 0.1 * (Xn.max(0) - Xn.min(0)) + 1e-9
+    lo, hi = Xn.min(0) - pad, Xn.max(0) + pad
+    xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    grid = torch.as_tensor(np.c_[xx.ravel(), yy.ravel()], dtype=torch.float32)  # (R*R, 2)
+    with torch.no_grad():
+        scores = _numpy(predict(grid))
+    zz = (scores > 0.5).astype(float) if scores.ndim == 1 else scores.argmax(1).astype(float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.contourf(xx, yy, zz.reshape(xx.shape), alpha=0.3, cmap=cmap, levels=np.arange(zz.max() + 2) - 0.5)
+    ax.scatter(Xn[:, 0], Xn[:, 1], c=yn, cmap=cmap, s=12, edgecolors="k", linewidths=0.3)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def feature_maps(maps: Any, ncols: int = 8, title: str | None = None, cmap: str = "viridis") -> plt.Figure:
+    """Show the channels of one feature map. Shape: ``(C, H, W)`` or ``(1, C, H, W)``."""
+    m = _numpy(maps)
+    if m.ndim == 4 and m.shape[0] == 1:
+        m = m[0]  # (C, H, W)
+    if m.ndim != 3:
+        raise ValueError(f"feature_maps: expected (C, H, W) or (1, C, H, W), got shape {m.shape}")
+    return image_grid(m, labels=[f"ch {i}" for i in range(len(m))], ncols=ncols, cmap=cmap, title=title)
+
+
+def kernels(weight: Any, ncols: int = 8, title: str | None = None, cmap: str = "RdBu_r") -> plt.Figure:
+    """Show convolution kernels. Shape: ``(C_out, C_in, kH, kW)`` (the first input channel is
+    shown) or ``(C_out, kH, kW)``; a colour scale centred on zero separates signs."""
+    w = _numpy(weight)
+    if w.ndim == 4:
+        w = w[:, 0]  # (C_out, kH, kW)
+    if w.ndim == 2:
+        w = w[None]
+    if w.ndim != 3:
+        raise ValueError(f"kernels: expected (C_out, C_in, kH, kW) or (C_out, kH, kW), got shape {w.shape}")
+    n = len(w)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.3 * nrows), squeeze=False)
+    vmax = float(np.abs(w).max()) or 1.0
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(w[i], cmap=cmap, vmin=-vmax, vmax=vmax)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

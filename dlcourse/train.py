@@ -1,0 +1,194 @@
+"""One training loop for the whole course: :func:`fit`, plus :func:`evaluate` and :func:`accuracy`.
+
+Chapters call :func:`fit` instead of writing the loop again, except where the loop itself is
+what a chapter teaches. It moves batches to the model's device, shows a ``tqdm`` progress bar,
+uses automatic mixed precision on CUDA only, and returns a :class:`History`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = ["fit", "evaluate", "accuracy", "History"]
+
+Metric = Callable[[Tensor, Tensor], Tensor | float]
+
+
+def accuracy(output: Tensor, target: Tensor) -> Tensor:
+    """Fraction of rows whose arg-max class equals the target class.
+
+    Shape:
+        output: ``(N, C)`` scores or probabilities. target: ``(N,)`` class indices.
+    """
+    if output.dim() != 2 or target.shape != output.shape[:1]:
+        raise ValueError(
+            f"accuracy: expected output (N, C) and target (N,), got {tuple(output.shape)} and {tuple(target.shape)}"
+        )
+    return (output.argmax(dim=1) == target).float().mean()
+
+
+class History(dict):
+    """Per-epoch values, one list per key: ``train_loss``, ``val_loss``, ``train_<metric>``, ...
+
+    A plain ``dict`` of lists (``history["val_loss"][-1]`` is the last validation loss) that
+    also knows how many epochs it holds and how to plot itself.
+    """
+
+    @property
+    def epochs(self) -> int:
+        return len(self.get("train_loss", []))
+
+    def plot(self, **kwargs: Any):
+        """Loss and metric curves; see :func:`dlcourse.plot.training_curves`."""
+        from dlcourse.plot import training_curves
+
+        return training_curves(self, **kwargs)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _split(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError(
+        "fit/evaluate: expected each batch to be a pair (inputs, targets), "
+        f"got {type(batch).__name__}{' of length ' + str(len(batch)) if isinstance(batch, (list, tuple)) else ''}"
+    )
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled:
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+             metrics: Mapping[str, Metric] | None = None, device: torch.device | str | None = None) -> dict[str, float]:
+    """Average loss and metrics of ``model`` over ``loader``, in eval mode, without gradients.
+
+    Averages are weighted by batch size, so a smaller last batch counts for what it holds.
+
+    Returns:
+        ``{"loss": ..., "<metric>": ...}`` (``loss`` only when ``loss_fn`` is given).
+    """
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    try:
+        for batch in loader:
+            x, y = _split(_to(batch, device))
+            out = model(x)
+            n = len(y)
+            count += n
+            if loss_fn is not None:
+                sums["loss"] = sums.get("loss", 0.0) + float(loss_fn(out, y)) * n
+            for name, metric in (metrics or {}).items():
+                sums[name] = sums.get(name, 0.0) + float(metric(out, y)) * n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate: the loader yielded no batches")
+    return {k: v / count for k, v in sums.items()}
+
+
+def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Tensor], Tensor],
+        optimizer: torch.optim.Optimizer, epochs: int, device: torch.device | str | None = None,
+        val_loader: Iterable | None = None, metrics: Mapping[str, Metric] | None = None,
+        scheduler: Any | None = None, amp: bool | None = None, grad_clip: float | None = None,
+        progress: bool = True) -> History:
+    """Train ``model`` for ``epochs`` passes over ``train_loader`` and return its :class:`History`.
+
+    Args:
+        model: the network; it is moved to ``device`` if one is given.
+        train_loader: yields ``(inputs, targets)`` batches.
+        loss_fn: ``loss_fn(model(inputs), targets)`` -> scalar tensor.
+        optimizer: built on ``model.parameters()``.
+        epochs: number of passes over the training data.
+        device: where to train; ``None`` keeps the model where it is.
+        val_loader: if given, evaluated after every epoch (``val_loss``, ``val_<metric>``).
+        metrics: extra per-batch measures, e.g. ``{"accuracy": accuracy}``.
+        scheduler: a learning-rate scheduler stepped once per epoch.
+        amp: automatic mixed precision; ``None`` turns it on for CUDA only (never on CPU/MPS).
+        grad_clip: clip the global gradient norm to this value.
+        progress: show a progress bar over epochs with the latest numbers.
+
+    Returns:
+        A :class:`History` with ``train_loss``, ``train_<metric>`` and, with ``val_loader``,
+        ``val_loss`` and ``val_<metric>``: one value per epoch.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fit: expected a positive int number of epochs, got {epochs!r}")
+    if device is not None:
+        model.to(device)
+    device = _model_device(model)
+    use_amp = (device.type == "cuda") if amp is None else bool(amp)
+    if use_amp and device.type != "cuda":
+        raise ValueError(f"fit: mixed precision (amp=True) needs a CUDA device, the model is on {device}")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    metrics = dict(metrics or {})
+    history = History()
+    bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not progress)
+    for _ in bar:
+        model.train()
+        sums = {"loss": 0.0, **{k: 0.0 for k in metrics}}
+        count = 0
+        for batch in train_loader:
+            x, y = _split(_to(batch, device))
+            with _autocast(device, use_amp):
+                out = model(x)
+                loss = loss_fn(out, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"fit: the loss became {loss.item()} at epoch {history.epochs + 1}; "
+                    "try a smaller learning rate or check the inputs for NaN"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(y)
+            count += n
+            sums["loss"] += loss.item() * n
+            with torch.no_grad():
+                for name, metric in metrics.items():
+                    sums[name] += float(metric(out.float(), y)) * n
+        if count == 0:
+            raise ValueError("fit: the training loader yielded no batches")
+        for k, v in sums.items():
+            history.setdefault(f"train_{k}", []).append(v / count)
+        if val_loader is not None:
+            for k, v in evaluate(model, val_loader, loss_fn, metrics, device).items():
+                history.setdefault(f"val_{k}", []).append(v)
+        if scheduler is not None:
+            scheduler.step()
+        bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in history.items() if not math.isnan(v[-1])})
+    return history
