@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip install --constraint constraints.txt
 BOOK   := $(BIN)/jupyter-book build . -W -n --keep-going
 
-.PHONY: help install book test lab labs bench strip lock clean distclean
+.PHONY: help install book test lab labs strip lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,9 +32,6 @@ lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 
 labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ with nbgrader
 	$(BIN)/python -m dlcourse.grading generate
-
-bench: $(STAMP)  ## speed of dlcourse against PyTorch (writes _build/bench.json)
-	$(BIN)/python -m dlcourse.bench
 
 strip: $(STAMP)  ## remove outputs and execution counts from every committed notebook
 	$(BIN)/python -m dlcourse.notebooks strip book solutions labs
