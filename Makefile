@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)  ## create .venv with every dependency pinned by constraints.txt
 
 book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/html
+	$(BIN)/python -m dlcourse.notebooks cache-guard _build
 	$(BOOK)
 	@echo "The site is at file://$(CURDIR)/_build/html/index.html"
 
