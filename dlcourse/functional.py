@@ -7,6 +7,8 @@ shape, on any device and of any floating dtype, and return a tensor like their i
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
@@ -51,12 +53,14 @@ def relu(x: Tensor) -> Tensor:
     r"""The rectified linear unit, :math:`\mathrm{ReLU}(x) = \max(0, x)`.
 
     Its gradient is 1 for :math:`x > 0` and 0 otherwise (0 at :math:`x = 0`, as in PyTorch).
+    A NaN stays NaN, as in PyTorch, so a diverging run is not hidden.
 
     Shape:
         Input: any shape. Output: same shape.
     """
     _require_tensor(x, "relu")
-    return torch.where(x > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    # Select the zeros where x <= 0 (not the input where x > 0): NaN compares False and passes through.
+    return torch.where(x <= 0, torch.zeros((), dtype=x.dtype, device=x.device), x)
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -99,14 +103,21 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 
     Args:
         x: input tensor (logits).
-        dim: the dimension whose entries sum to 1 (default: the last).
+        dim: the dimension whose entries sum to 1 (default: the last); ``-x.dim() <= dim <
+            x.dim()`` (a 0-d input counts as one entry, as in PyTorch: its softmax is 1).
 
     Shape:
         Input: any shape. Output: same shape; entries along ``dim`` are positive and sum to 1.
     """
     _require_tensor(x, "softmax")
-    if x.dim() == 0:
-        raise ValueError("softmax: expected a tensor with at least 1 dimension, got a scalar")
+    if isinstance(dim, bool) or not hasattr(type(dim), "__index__"):
+        raise TypeError(f"softmax: expected an int dim, got {type(dim).__name__}")
+    dim = operator.index(dim)  # also accepts NumPy integers
+    ndim = max(x.dim(), 1)  # a 0-d tensor accepts dim 0 or -1, like torch.softmax
+    if not -ndim <= dim < ndim:
+        raise ValueError(
+            f"softmax: expected dim in [{-ndim}, {ndim - 1}] for a {x.dim()}-D input, got dim={dim}"
+        )
     shifted = x - x.amax(dim=dim, keepdim=True).detach()
     e = torch.exp(shifted)
     return e / e.sum(dim=dim, keepdim=True)
@@ -124,6 +135,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         Input: ``(*, in_features)``. Output: ``(*, out_features)``.
     """
     _require_tensor(x, "linear")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"linear: expected the weight to be a torch.Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"linear: expected the bias to be a torch.Tensor or None, got {type(bias).__name__}")
     if weight.dim() != 2:
         raise ValueError(
             f"linear: expected a 2-D weight (out_features, in_features), got shape {tuple(weight.shape)}"

@@ -1,0 +1,70 @@
+"""Shared fixtures of the test suite: the devices to run on, dtypes, a seeded generator, and a
+headless matplotlib whose figures are closed after every test."""
+
+from __future__ import annotations
+
+import os
+
+# Choose the headless backend before anything imports pyplot. Then put the environment back,
+# so notebook kernels that other tests start (they inherit os.environ) keep their inline backend.
+_previous_backend = os.environ.get("MPLBACKEND")
+os.environ["MPLBACKEND"] = "Agg"
+import matplotlib.pyplot as plt  # noqa: E402
+
+if _previous_backend is None:
+    del os.environ["MPLBACKEND"]
+else:
+    os.environ["MPLBACKEND"] = _previous_backend
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+# Every oracle test runs on each of these; the accelerators skip themselves where absent.
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda",
+                 marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")),
+    pytest.param("mps", id="mps", marks=pytest.mark.skipif(not mps_available(), reason="Apple MPS is not available")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each available device in turn: cpu, then cuda and mps where present."""
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A CPU generator with a fixed seed: random inputs that do not touch the global RNG."""
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test opened, so none leak into the next test."""
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def no_device_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run without the DLCOURSE_DEVICE override, whatever the shell that started pytest set."""
+    monkeypatch.delenv("DLCOURSE_DEVICE", raising=False)
+
+
+@pytest.fixture
+def supported():
+    """``supported(device, dtype)`` skips the test where the device cannot hold the dtype (MPS: no float64)."""
+
+    def check(device: torch.device, dtype: torch.dtype) -> None:
+        if device.type == "mps" and dtype == torch.float64:
+            pytest.skip("MPS has no float64")
+
+    return check
