@@ -43,8 +43,10 @@ class Linear(nn.Module):
         self.out_features = out_features
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        if not bias:
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **factory))
+        else:
+            # Registered as a missing parameter (not a plain attribute), exactly like torch.nn.Linear.
             self.register_parameter("bias", None)
         self.reset_parameters()
 
@@ -57,6 +59,7 @@ class Linear(nn.Module):
                 self.bias.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x @ weight.T + bias``; see :func:`dlcourse.functional.linear`."""
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
