@@ -32,6 +32,15 @@ def _check_available(device: torch.device, source: str) -> torch.device:
             f"{source} asks for 'mps', but Apple MPS is not available on this machine; "
             "use 'cpu', or unset it to pick the best device automatically"
         )
+    if device.type not in ("cpu", "cuda", "mps", "meta"):
+        # Other accelerators (xpu, ...) have a torch.<type>.is_available() too: an absent one
+        # must fail here, not at the first tensor moved to it.
+        is_available = getattr(getattr(torch, device.type, None), "is_available", None)
+        if callable(is_available) and not is_available():
+            raise RuntimeError(
+                f"{source} asks for {str(device)!r}, but {device.type.upper()} is not available on this "
+                "machine; use 'cpu', or unset it to pick the best device automatically"
+            )
     return device
 
 
