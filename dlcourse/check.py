@@ -93,7 +93,8 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
         actual: the student's value (tensor, array, number or nested list).
         expected: the reference, computed at run time (a tensor sets the device and dtype).
         name: how the value is called in messages, e.g. ``"sigmoid(x)"``.
-        rtol, atol: tolerances; by default chosen from the expected dtype.
+        rtol, atol: tolerances; by default chosen from the expected dtype (from the less
+            precise of the two dtypes when they differ, e.g. with ``check_dtype=False``).
         check_dtype: also require the same dtype as ``expected`` (for tensors).
         check_device: also require the same device as ``expected`` (for tensors).
         quiet: if ``False``, print a one-line confirmation when the check passes.
@@ -120,10 +121,15 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
         mism = (a.to(e.device) != e)
         if mism.any():
             idx = _index(mism)
-            raise CheckError(f"{name}: values differ at index {idx}: expected {e[idx].item()}, got {a[idx].item()}")
+            raise CheckError(f"{name}: values differ{_at(idx)}: expected {e[idx].item()}, got {a[idx].item()}")
         _ok(name, quiet)
         return
     default_rtol, default_atol = _TOLERANCES.get(e.dtype, (1e-7, 1e-7))
+    if a.is_floating_point() and a.dtype != e.dtype:
+        # Different dtypes (check_dtype=False, or a plain-number reference): a float32 result
+        # carries float32's rounding, so it gets float32's tolerance, not float64's.
+        a_rtol, a_atol = _TOLERANCES.get(a.dtype, (1e-7, 1e-7))
+        default_rtol, default_atol = max(default_rtol, a_rtol), max(default_atol, a_atol)
     rtol = default_rtol if rtol is None else rtol
     atol = default_atol if atol is None else atol
     a64 = a.to(device="cpu", dtype=torch.float64)
@@ -131,10 +137,10 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
     a_nan, e_nan = torch.isnan(a64), torch.isnan(e64)
     if (a_nan & ~e_nan).any():
         idx = _index(a_nan & ~e_nan)
-        raise CheckError(f"{name}: got NaN at index {idx} where {e64[idx].item():.6g} was expected")
+        raise CheckError(f"{name}: got NaN{_at(idx)} where {e64[idx].item():.6g} was expected")
     if (e_nan & ~a_nan).any():
         idx = _index(e_nan & ~a_nan)
-        raise CheckError(f"{name}: expected NaN at index {idx}, got {a64[idx].item():.6g}")
+        raise CheckError(f"{name}: expected NaN{_at(idx)}, got {a64[idx].item():.6g}")
     both_inf = torch.isinf(a64) & torch.isinf(e64) & (torch.sign(a64) == torch.sign(e64))
     diff = torch.where(e_nan | both_inf, torch.zeros_like(a64), (a64 - e64).abs())
     bound = atol + rtol * e64.abs().nan_to_num(posinf=0.0)
@@ -143,9 +149,8 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
         excess = (diff - bound).nan_to_num(nan=math.inf)
         idx = tuple(int(i) for i in np.unravel_index(int(excess.argmax()), tuple(e64.shape)))
         n_bad = int(bad.sum())
-        where = f" at index {idx}" if e64.dim() else ""
         raise CheckError(
-            f"{name}: values off by up to {diff[idx].item():.3g}{where} (expected "
+            f"{name}: values off by up to {diff[idx].item():.3g}{_at(idx)} (expected "
             f"{e64[idx].item():.6g}, got {a64[idx].item():.6g}; {n_bad} of {e64.numel()} "
             f"entries outside rtol={rtol:g}, atol={atol:g})"
         )
@@ -153,12 +158,21 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
 
 
 def equal(actual: Any, expected: Any, name: str = "value") -> None:
-    """Check exact equality: for integers (parameter counts, shapes, labels) and other plain values."""
-    if isinstance(expected, (Tensor, np.ndarray)):
+    """Check exact equality: for integers (parameter counts, shapes, labels) and other plain values.
+
+    Tensors and arrays are compared entry by entry (with a list or tuple of numbers too), with
+    :func:`close` at zero tolerance; anything else with ``==``.
+    """
+    if isinstance(expected, (Tensor, np.ndarray)) or (
+            isinstance(actual, (Tensor, np.ndarray)) and isinstance(expected, (list, tuple))):
         close(actual, expected, name, rtol=0.0, atol=0.0)
         return
     if isinstance(expected, bool) or not isinstance(expected, (int, float, np.number)):
-        if actual != expected:
+        try:
+            same = bool(actual == expected)
+        except (TypeError, ValueError, RuntimeError):  # e.g. an array compared with a string
+            same = False
+        if not same:
             raise CheckError(f"{name}: expected {expected!r}, got {actual!r}")
         return
     if actual is None:
@@ -176,6 +190,11 @@ def passed(message: str) -> None:
     print(f"\u2714 {message}")
 
 
+def _at(idx: tuple[int, ...]) -> str:
+    """`` at index (i, j)`` for an entry of a tensor; nothing for a 0-d value."""
+    return f" at index {idx}" if idx else ""
+
+
 def _index(mask: Tensor) -> tuple[int, ...]:
     nz = mask.nonzero()
     return tuple(int(i) for i in nz[0]) if len(nz) else ()
@@ -190,25 +209,65 @@ def _ok(name: str, quiet: bool) -> None:
 # Forbidding shortcuts
 # ---------------------------------------------------------------------------------------------
 
+def _label(obj: Any) -> str:
+    """How a forbidden function is named in messages: ``torch.sigmoid``, ``torch.Tensor.sigmoid``."""
+    objclass = getattr(obj, "__objclass__", None)  # a method of a C class, e.g. of torch.Tensor
+    if objclass is not None:
+        owner = "torch.Tensor" if issubclass(Tensor, objclass) else f"{objclass.__module__}.{objclass.__qualname__}"
+        return f"{owner}.{obj.__name__}"
+    module = getattr(obj, "__module__", None)
+    # A C function's qualified name is an implementation detail (torch._VariableFunctionsClass.sigmoid).
+    name = getattr(obj, "__name__", None) if not hasattr(obj, "__code__") else None
+    name = name or getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+    return f"{module}.{name}" if module else name
+
+
 def _resolve(target: Any) -> tuple[Any, str]:
     """A callable from an object or a dotted name such as ``"torch.nn.functional.conv2d"``."""
     if not isinstance(target, str):
-        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-        module = getattr(target, "__module__", None)
-        return target, f"{module}.{name}" if module else name
+        if not callable(target):
+            raise ValueError(f"forbid: expected a function or a dotted name, got {type(target).__name__} {target!r}")
+        return target, _label(target)
     parts = target.split(".")
     for i in range(len(parts) - 1, 0, -1):
         try:
             obj: Any = importlib.import_module(".".join(parts[:i]))
         except ImportError:
             continue
+        except ValueError:  # an empty module name, as in "torch..sigmoid"
+            break
         try:
             for attr in parts[i:]:
                 obj = getattr(obj, attr)
         except AttributeError as err:
             raise ValueError(f"forbid: {target!r} does not name an existing function") from err
+        if not callable(obj):
+            raise ValueError(f"forbid: {target!r} is a {type(obj).__name__}, not a function")
         return obj, target
     raise ValueError(f"forbid: cannot import a module from {target!r}")
+
+
+_MISSING = object()
+
+
+def _same_closure(frame: Any, func: Any) -> bool:
+    """Whether ``frame`` runs ``func`` itself and not a sibling sharing its code object.
+
+    Functions made by one factory (a decorator's wrapper, torch's ``boolean_dispatch``) share
+    a code object and differ only in their closure cells, whose values the frame holds too.
+    """
+    cells = getattr(func, "__closure__", None)
+    if not cells:
+        return True
+    f_locals = frame.f_locals
+    for var, cell in zip(func.__code__.co_freevars, cells):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell: nothing to compare
+            continue
+        if f_locals.get(var, _MISSING) is not value:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -218,7 +277,11 @@ def forbid(*targets: Any, reason: str = "write it yourself from the formula") ->
     Targets are functions or dotted names (``"torch.nn.functional.conv2d"``,
     ``"dlcourse.functional.conv2d"``, ``"torch.Tensor.sigmoid"``). Calls are recognised by
     the function object itself, so aliases (``from torch import sigmoid as s``) and tensor
-    methods (``x.sigmoid()`` for ``"torch.Tensor.sigmoid"``) are caught too.
+    methods (``x.sigmoid()`` for ``"torch.Tensor.sigmoid"``) are caught too, however deep in
+    the call stack they happen. Operators (``x @ w``) are not calls and cannot be forbidden.
+
+    Blocks nest (the calls inside count for every enclosing block), and a profiler that was
+    installed before (``sys.setprofile``) keeps receiving its events and is restored after.
 
     Example::
 
@@ -226,33 +289,40 @@ def forbid(*targets: Any, reason: str = "write it yourself from the formula") ->
             y = sigmoid(x)   # the student's function
 
     Raises:
+        ValueError: a target that is not a function, or a name that does not resolve to one.
         ForbiddenCallError: after the block, naming the first forbidden call made inside it.
     """
     if not targets:
         raise ValueError("forbid: name at least one function to forbid")
     builtins: dict[int, str] = {}   # id of a C function -> its name
-    codes: dict[Any, str] = {}      # code object of a Python function -> its name
+    codes: dict[Any, list[tuple[Any, str]]] = {}  # code object of a Python function -> [(function, name)]
     methods: dict[str, str] = {}    # tensor method name -> its name (for x.method())
     keep_alive = []
     for target in targets:
         obj, label = _resolve(target)
         keep_alive.append(obj)
-        code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__func__", None), "__code__", None)
+        func = getattr(obj, "__func__", obj)  # a bound or class method -> its function
+        code = getattr(func, "__code__", None)
         if code is not None:
-            codes[code] = label
+            codes.setdefault(code, []).append((func, label))
         else:
             builtins[id(obj)] = label
             if getattr(obj, "__objclass__", None) is not None or label.startswith("torch.Tensor."):
                 methods[label.rsplit(".", 1)[-1]] = label
     found: list[str] = []
+    previous = sys.getprofile()
+    chained = previous if callable(previous) else None  # e.g. an enclosing forbid()
 
     def profiler(frame: Any, event: str, arg: Any) -> None:
+        if chained is not None:
+            chained(frame, event, arg)
         if found:
             return
         if event == "call":
-            label = codes.get(frame.f_code)
-            if label:
-                found.append(label)
+            for func, label in codes.get(frame.f_code, ()):
+                if _same_closure(frame, func):
+                    found.append(label)
+                    break
         elif event == "c_call":
             label = builtins.get(id(arg))
             if label is None and methods and isinstance(getattr(arg, "__self__", None), Tensor):
@@ -260,7 +330,6 @@ def forbid(*targets: Any, reason: str = "write it yourself from the formula") ->
             if label:
                 found.append(label)
 
-    previous = sys.getprofile()
     sys.setprofile(profiler)
     try:
         yield
@@ -274,23 +343,47 @@ def check_function(student: Callable[..., Any], reference: Callable[..., Any], *
                    name: str | None = None, grad: bool = False, **kwargs: Any) -> None:
     """Call ``student`` and ``reference`` on the same inputs and :func:`close`-check the outputs.
 
-    With ``grad=True`` the floating-point tensor inputs also get their gradients compared
-    (of the sum of the output), so a formula that matches in value but not in slope fails.
+    Each function gets its own copy of the tensor inputs, so one that changes its input in
+    place cannot change what the other sees (or the caller's tensors).
+
+    With ``grad=True`` the floating-point tensor inputs also get their gradients compared: the
+    gradients of ``(output * w).sum()`` for one fixed random ``w`` shared by both functions
+    (not of the plain sum, whose gradient is zero for a softmax whatever the formula), so a
+    formula that matches in value but not in slope fails.
+
+    Args:
+        student, reference: the functions to compare.
+        inputs: their positional arguments; tensors are copied, anything else passed as is.
+        name: how the function is called in messages (default: ``student.__name__``).
+        grad: also compare the gradients with respect to every floating-point tensor input.
+        kwargs: passed on to :func:`close` (``rtol``, ``atol``, ``check_dtype``, ...).
     """
     label = name or getattr(student, "__name__", "function")
-    if grad:
-        s_in = [x.detach().clone().requires_grad_(True) if isinstance(x, Tensor) and x.is_floating_point() else x for x in inputs]
-        r_in = [x.detach().clone().requires_grad_(True) if isinstance(x, Tensor) and x.is_floating_point() else x for x in inputs]
-    else:
-        s_in, r_in = list(inputs), list(inputs)
-    out = student(*s_in)
+
+    def copy(x: Any) -> Any:
+        if not isinstance(x, Tensor):
+            return x
+        x = x.detach().clone()
+        return x.requires_grad_(True) if grad and x.is_floating_point() else x
+
+    s_in = [copy(x) for x in inputs]
+    r_in = [copy(x) for x in inputs]
     ref = reference(*r_in)
+    out = student(*s_in)
     close(out, ref, f"{label}(...)", **kwargs)
     if grad:
         if not isinstance(out, Tensor) or not out.requires_grad:
             raise CheckError(f"{label}: the output carries no gradient; use torch operations on the input so autograd can follow them")
-        out.sum().backward()
-        ref.sum().backward()
+        # The same random weights for both outputs, drawn without touching the global RNG.
+        g = torch.Generator().manual_seed(0)
+        w = torch.empty(ref.shape, dtype=torch.float64).uniform_(-1.0, 1.0, generator=g)
+        (out * w.to(device=out.device, dtype=out.dtype)).sum().backward()
+        (ref * w.to(device=ref.device, dtype=ref.dtype)).sum().backward()
         for i, (s, r) in enumerate(zip(s_in, r_in)):
             if isinstance(r, Tensor) and r.grad is not None:
+                if s.grad is None:
+                    raise CheckError(
+                        f"gradient of {label} with respect to argument {i}: got no gradient (None); "
+                        "is it detached or unused?"
+                    )
                 close(s.grad, r.grad, f"gradient of {label} with respect to argument {i}", **kwargs)
