@@ -25,12 +25,28 @@ def stratified_split(labels: np.ndarray, test_size: int | float, seed: int = 0) 
 
     Args:
         labels: 1-D integer class labels.
-        test_size: a count of test samples, or a fraction in (0, 1).
+        test_size: a count of test samples (an int), or a fraction in (0, 1) (a float).
         seed: seed of the shuffle; the split depends only on it and the labels.
+
+    Raises:
+        TypeError: ``test_size`` is neither an int nor a float.
+        ValueError: labels that are not 1-D, or a ``test_size`` that leaves a part empty.
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"stratified_split: expected 1-D labels, got shape {labels.shape}")
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"stratified_split: expected test_size to be an int count or a float fraction, "
+            f"got {type(test_size).__name__} {test_size!r}"
+        )
     n = len(labels)
-    n_test = round(test_size * n) if isinstance(test_size, float) else int(test_size)
+    if isinstance(test_size, (float, np.floating)):
+        if not 0 < test_size < 1:
+            raise ValueError(f"test_size as a fraction must be in (0, 1), got {test_size!r}")
+        n_test = round(float(test_size) * n)
+    else:
+        n_test = int(test_size)
     if not 0 < n_test < n:
         raise ValueError(f"test_size must leave both parts non-empty: got {test_size!r} for {n} samples")
     rng = np.random.default_rng(seed)
@@ -72,6 +88,8 @@ def load_mnist_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def _to_datasets(images: np.ndarray, labels: np.ndarray, scale: float, test_size: int | float,
                  seed: int, flatten: bool, dtype: torch.dtype) -> tuple[TensorDataset, TensorDataset]:
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"expected a floating dtype for the images (e.g. torch.float32), got {dtype}")
     train_idx, test_idx = stratified_split(labels, test_size, seed)
     x = torch.as_tensor(images, dtype=dtype) / scale  # (N, H, W) in [0, 1]
     x = x.reshape(len(x), -1) if flatten else x.unsqueeze(1)  # (N, H*W) or (N, 1, H, W)
