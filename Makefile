@@ -32,7 +32,12 @@ lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab
 
 labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ with nbgrader
-	$(BIN)/python -m dlcourse.grading generate
+	@# One lab per folder of solutions/; --force replaces labs/<lab>/ whole. nbgrader records each lab
+	@# in gradebook.db (gitignored) and runs `alembic` by name to create it, hence the PATH.
+	@set -e; for dir in $(sort $(dir $(wildcard solutions/*/*.ipynb))); do \
+		lab=$$(basename $$dir); echo "nbgrader generate_assignment $$lab"; \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m nbgrader generate_assignment "$$lab" --force --log-level=WARN; \
+	done
 
 strip: $(STAMP)  ## remove outputs and execution counts from every committed notebook
 	$(BIN)/python -m dlcourse.notebooks strip book solutions labs
