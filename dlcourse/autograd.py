@@ -106,7 +106,9 @@ class Value:
         if x == 0 and k < 0:
             raise ZeroDivisionError(f"Value **: 0 to the negative power {exponent} is undefined (division by zero)")
         if x < 0 and not k.is_integer():
-            raise ValueError(f"Value **: a negative base ({x}) to a non-integer power ({exponent}) is not a real number")
+            raise ValueError(
+                f"Value **: a negative base ({x}) to a non-integer power ({exponent}) is not a real number"
+            )
         out = Value(x**k, (self,), f"**{exponent}")
 
         def _backward() -> None:  # d(x^k)/dx = k x^(k-1)

@@ -15,6 +15,15 @@ import torch
 
 from dlcourse.autograd import MLP, Layer, Neuron, Value
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: a thread pool only adds overhead (and stalls when the CPU is busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 # ---------------------------------------------------------------------------------------------
 # Random expression trees: the same program is run on Values and on float64 tensors
 # ---------------------------------------------------------------------------------------------
