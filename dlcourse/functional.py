@@ -156,3 +156,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             )
         y = y + bias
     return y
+
+
+# Losses and dropout live in their own module (one concept per file); they are part of the
+# functional API, like torch.nn.functional's.
+from dlcourse.losses import (  # noqa: E402
+    binary_cross_entropy,
+    cross_entropy,
+    dropout,
+    huber_loss,
+    l1_loss,
+    mse_loss,
+)
