@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dlcourse.device import get_device
+
 __all__ = ["fit", "evaluate", "accuracy", "History"]
 
 Metric = Callable[[Tensor, Tensor], Tensor | float]
@@ -79,6 +81,14 @@ def _split(batch: Any) -> tuple[Any, Any]:
     )
 
 
+def _check_scalar(loss: Any, fn: str) -> None:
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(
+            f"{fn}: expected loss_fn to return a scalar tensor (e.g. a mean over the batch), got {got}"
+        )
+
+
 def _autocast(device: torch.device, enabled: bool):
     if enabled:
         return torch.autocast(device_type="cuda", dtype=torch.float16)
@@ -90,12 +100,24 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
              metrics: Mapping[str, Metric] | None = None, device: torch.device | str | None = None) -> dict[str, float]:
     """Average loss and metrics of ``model`` over ``loader``, in eval mode, without gradients.
 
-    Averages are weighted by batch size, so a smaller last batch counts for what it holds.
+    Averages are weighted by batch size, so a smaller last batch counts for what it holds
+    (``loss_fn`` and the metrics are expected to return batch means). The model's mode
+    (train or eval) is restored afterwards.
+
+    Args:
+        model: the network.
+        loader: yields ``(inputs, targets)`` batches.
+        loss_fn: ``loss_fn(model(inputs), targets)`` -> scalar tensor; optional.
+        metrics: extra per-batch measures, e.g. ``{"accuracy": accuracy}``.
+        device: where to move the batches; ``None`` means the model's device.
 
     Returns:
         ``{"loss": ..., "<metric>": ...}`` (``loss`` only when ``loss_fn`` is given).
+
+    Raises:
+        ValueError: the loader yields no batches, a batch is not a pair, or the loss is not a scalar.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = get_device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -107,7 +129,9 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
             n = len(y)
             count += n
             if loss_fn is not None:
-                sums["loss"] = sums.get("loss", 0.0) + float(loss_fn(out, y)) * n
+                loss = loss_fn(out, y)
+                _check_scalar(loss, "evaluate")
+                sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
             for name, metric in (metrics or {}).items():
                 sums[name] = sums.get(name, 0.0) + float(metric(out, y)) * n
     finally:
@@ -141,11 +165,17 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
     Returns:
         A :class:`History` with ``train_loss``, ``train_<metric>`` and, with ``val_loader``,
         ``val_loss`` and ``val_<metric>``: one value per epoch.
+
+    Raises:
+        ValueError: ``epochs`` is not a positive int, ``amp=True`` off CUDA, the loader yields
+            no batches, a batch is not a pair, or the loss is not a scalar.
+        RuntimeError: ``device`` is not available (see :func:`dlcourse.get_device`).
+        FloatingPointError: the loss became NaN or infinite.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"fit: expected a positive int number of epochs, got {epochs!r}")
     if device is not None:
-        model.to(device)
+        model.to(get_device(device))  # an unavailable device fails here, with a clear message
     device = _model_device(model)
     use_amp = (device.type == "cuda") if amp is None else bool(amp)
     if use_amp and device.type != "cuda":
@@ -163,6 +193,7 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
             with _autocast(device, use_amp):
                 out = model(x)
                 loss = loss_fn(out, y)
+            _check_scalar(loss, "fit")
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"fit: the loss became {loss.item()} at epoch {history.epochs + 1}; "
