@@ -25,6 +25,14 @@ def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
                cmap: str = "gray", size: float = 1.2, title: str | None = None) -> plt.Figure:
     """Show images in a grid, each with an optional label above it.
 
+    Args:
+        images: the images; tensors may be on any device and carry gradients.
+        labels: one label per image, shown above it.
+        ncols: images per row (fewer if there are fewer images).
+        cmap: colour map of grey images.
+        size: inches per image.
+        title: a title above the grid.
+
     Shape:
         images: ``(N, H, W)``, ``(N, 1, H, W)`` (grey) or ``(N, 3, H, W)`` (colour).
     """
@@ -33,9 +41,16 @@ def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
         imgs = imgs.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
         if imgs.shape[-1] == 1:
             imgs = imgs[..., 0]  # (N, H, W)
-    if imgs.ndim not in (3, 4):
-        raise ValueError(f"image_grid: expected images (N, H, W) or (N, C, H, W), got shape {imgs.shape}")
+    if imgs.ndim not in (3, 4) or (imgs.ndim == 4 and imgs.shape[-1] not in (3, 4)):
+        raise ValueError(
+            "image_grid: expected images (N, H, W), (N, 1, H, W) or (N, 3, H, W), "
+            f"got shape {tuple(_numpy(images).shape)}"
+        )
     n = len(imgs)
+    if n == 0:
+        raise ValueError("image_grid: got no images (N = 0)")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"image_grid: got {len(labels)} labels for {n} images")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if title else 0)), squeeze=False)
@@ -52,7 +67,14 @@ def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
 
 
 def training_curves(history: Mapping[str, Sequence[float]], title: str | None = None) -> plt.Figure:
-    """Plot a training history: one panel for the loss, one per metric; train and val together."""
+    """Plot a training history: one panel for the loss, one per metric; train and val together.
+
+    Args:
+        history: ``{"train_loss": [...], "val_loss": [...], "train_accuracy": [...], ...}``, one
+            value per epoch (a :class:`dlcourse.train.History`); keys without a ``train_`` or
+            ``val_`` prefix (e.g. ``"lr"``) get a panel of their own.
+        title: a title above the panels.
+    """
     if not history:
         raise ValueError("training_curves: the history is empty; train for at least one epoch")
     names = []
@@ -68,7 +90,7 @@ def training_curves(history: Mapping[str, Sequence[float]], title: str | None = 
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, markersize=3, label=prefix.rstrip("_"))
         if name in history:
-            ax.plot(np.arange(1, len(history[name]) + 1), history[name], "-o", markersize=3)
+            ax.plot(np.arange(1, len(history[name]) + 1), history[name], "-o", markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -84,19 +106,30 @@ def decision_boundary(predict: Callable[[Tensor], Tensor], X: Any, y: Any, ax: p
     """Colour the plane by a classifier's prediction and scatter the 2-D data on top.
 
     Args:
-        predict: maps a float tensor ``(M, 2)`` to scores ``(M,)`` (binary: probability of
-            class 1, thresholded at 0.5) or ``(M, C)`` (arg-max class).
+        predict: maps a float32 CPU tensor ``(M, 2)`` to scores ``(M,)`` or ``(M, 1)`` (binary:
+            probability of class 1, thresholded at 0.5) or ``(M, C)`` (arg-max class).
         X: points ``(N, 2)``. y: labels ``(N,)``.
+        ax: the axes to draw on (default: a new figure).
+        resolution: grid points per side of the coloured plane.
     """
     Xn, yn = _numpy(X), _numpy(y)
     if Xn.ndim != 2 or Xn.shape[1] != 2:
         raise ValueError(f"decision_boundary: expected X of shape (N, 2), got {Xn.shape}")
+    if yn.shape != (len(Xn),):
+        raise ValueError(f"decision_boundary: got {len(Xn)} points but {yn.size} labels (shape {yn.shape})")
     pad = 0.1 * (Xn.max(0) - Xn.min(0)) + 1e-9
     lo, hi = Xn.min(0) - pad, Xn.max(0) + pad
     xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
     grid = torch.as_tensor(np.c_[xx.ravel(), yy.ravel()], dtype=torch.float32)  # (R*R, 2)
     with torch.no_grad():
         scores = _numpy(predict(grid))
+    if scores.ndim == 2 and scores.shape[1] == 1:
+        scores = scores[:, 0]  # (M, 1), e.g. from nn.Linear(2, 1): one probability per point
+    if scores.shape[:1] != (len(grid),) or scores.ndim not in (1, 2):
+        raise ValueError(
+            f"decision_boundary: predict should map ({len(grid)}, 2) points to ({len(grid)},) or "
+            f"({len(grid)}, C) scores, got shape {scores.shape}"
+        )
     zz = (scores > 0.5).astype(float) if scores.ndim == 1 else scores.argmax(1).astype(float)
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
@@ -130,6 +163,8 @@ def kernels(weight: Any, ncols: int = 8, title: str | None = None, cmap: str = "
     if w.ndim != 3:
         raise ValueError(f"kernels: expected (C_out, C_in, kH, kW) or (C_out, kH, kW), got shape {w.shape}")
     n = len(w)
+    if n == 0:
+        raise ValueError("kernels: got no kernels (C_out = 0)")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.3 * nrows), squeeze=False)
