@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-PACKAGES = ("torch", "numpy", "matplotlib", "scikit-learn", "mlxtend", "tqdm", "ipywidgets",
+PACKAGES = ("torch", "numpy", "matplotlib", "scikit-learn", "mlxtend", "pandas", "tqdm", "ipywidgets",
             "jupyterlab", "nbgrader", "jupyter-book")
 
 
