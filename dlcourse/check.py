@@ -124,16 +124,18 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
             raise CheckError(f"{name}: values differ{_at(idx)}: expected {e[idx].item()}, got {a[idx].item()}")
         _ok(name, quiet)
         return
-    default_rtol, default_atol = _TOLERANCES.get(e.dtype, (1e-7, 1e-7))
-    if a.is_floating_point() and a.dtype != e.dtype:
+    default_rtol, default_atol = _tolerance(e.dtype)
+    if (a.is_floating_point() or a.is_complex()) and a.dtype != e.dtype:
         # Different dtypes (check_dtype=False, or a plain-number reference): a float32 result
         # carries float32's rounding, so it gets float32's tolerance, not float64's.
-        a_rtol, a_atol = _TOLERANCES.get(a.dtype, (1e-7, 1e-7))
+        a_rtol, a_atol = _tolerance(a.dtype)
         default_rtol, default_atol = max(default_rtol, a_rtol), max(default_atol, a_atol)
     rtol = default_rtol if rtol is None else rtol
     atol = default_atol if atol is None else atol
-    a64 = a.to(device="cpu", dtype=torch.float64)
-    e64 = e.to(device="cpu", dtype=torch.float64)
+    # Compare in double precision on the CPU; complex values as complex (|a - e| is their distance).
+    work = torch.complex128 if a.is_complex() or e.is_complex() else torch.float64
+    a64 = a.to(device="cpu", dtype=work)
+    e64 = e.to(device="cpu", dtype=work)
     a_nan, e_nan = torch.isnan(a64), torch.isnan(e64)
     if (a_nan & ~e_nan).any():
         idx = _index(a_nan & ~e_nan)
@@ -141,8 +143,8 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
     if (e_nan & ~a_nan).any():
         idx = _index(e_nan & ~a_nan)
         raise CheckError(f"{name}: expected NaN{_at(idx)}, got {a64[idx].item():.6g}")
-    both_inf = torch.isinf(a64) & torch.isinf(e64) & (torch.sign(a64) == torch.sign(e64))
-    diff = torch.where(e_nan | both_inf, torch.zeros_like(a64), (a64 - e64).abs())
+    same = a64 == e64  # covers equal infinities, whose difference would be NaN
+    diff = torch.where(e_nan | same, torch.zeros((), dtype=torch.float64), (a64 - e64).abs())
     bound = atol + rtol * e64.abs().nan_to_num(posinf=0.0)
     bad = diff > bound
     if bad.any():
@@ -188,6 +190,12 @@ def equal(actual: Any, expected: Any, name: str = "value") -> None:
 def passed(message: str) -> None:
     """Print a one-line confirmation (visible tests end with it, so students see progress)."""
     print(f"\u2714 {message}")
+
+
+def _tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """Default (rtol, atol) of a dtype; a complex dtype gets that of its real part."""
+    real = dtype.to_real() if dtype.is_complex else dtype
+    return _TOLERANCES.get(real, (1e-7, 1e-7))
 
 
 def _at(idx: tuple[int, ...]) -> str:

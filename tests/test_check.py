@@ -186,6 +186,12 @@ def test_close_infinities():
     assert "at index (0,)" in message(close, torch.tensor([math.inf]), torch.tensor([1e30]))
 
 
+def test_close_complex_values_compare_both_parts():
+    close(torch.tensor([1 + 2j, -1j]), torch.tensor([1 + 2j, -1j]))
+    assert message(close, torch.tensor([1 + 1j, 0j]), torch.tensor([1 + 2j, 0j]), name="z").startswith(
+        "z: values off by up to 1 at index (0,) (expected 1+2j, got 1+1j;")
+
+
 def test_close_integer_values_must_match_exactly():
     assert message(close, torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4]), name="labels") == (
         "labels: values differ at index (2,): expected 4, got 3")
