@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import doctest
 import math
-import re
 import sys
 
 import numpy as np
