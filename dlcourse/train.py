@@ -157,7 +157,8 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
         device: where to train; ``None`` keeps the model where it is.
         val_loader: if given, evaluated after every epoch (``val_loss``, ``val_<metric>``).
         metrics: extra per-batch measures, e.g. ``{"accuracy": accuracy}``.
-        scheduler: a learning-rate scheduler stepped once per epoch.
+        scheduler: a learning-rate scheduler stepped once per epoch (``ReduceLROnPlateau`` is
+            stepped with the epoch's validation loss, or the training loss without ``val_loader``).
         amp: automatic mixed precision; ``None`` turns it on for CUDA only (never on CPU/MPS).
         grad_clip: clip the global gradient norm to this value.
         progress: show a progress bar over epochs with the latest numbers.
@@ -219,7 +220,9 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
         if val_loader is not None:
             for k, v in evaluate(model, val_loader, loss_fn, metrics, device).items():
                 history.setdefault(f"val_{k}", []).append(v)
-        if scheduler is not None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(history["val_loss" if "val_loss" in history else "train_loss"][-1])
+        elif scheduler is not None:
             scheduler.step()
         bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in history.items() if not math.isnan(v[-1])})
     return history
