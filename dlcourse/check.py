@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CheckError", "ForbiddenCallError", "close", "equal", "shape", "forbid", "check_function", "passed"]
+__all__ = ["CheckError", "ForbiddenCallError", "close", "equal", "shape", "forbid", "shortcuts",
+           "check_function", "derivative", "random_tensor", "passed"]
 
 # Default tolerances per dtype: loose enough for a different but correct formula, tight enough
 # that an off-by-a-term bug fails.
@@ -395,3 +396,67 @@ def check_function(student: Callable[..., Any], reference: Callable[..., Any], *
                         "is it detached or unused?"
                     )
                 close(s.grad, r.grad, f"gradient of {label} with respect to argument {i}", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for writing tests: every form of a shortcut, fresh random inputs, derivatives
+# ---------------------------------------------------------------------------------------------
+
+_SHORTCUT_HOMES = ("torch.{}", "torch.Tensor.{}", "torch.Tensor.{}_", "torch.{}_", "torch.nn.functional.{}",
+                   "torch.special.{}", "dlcourse.functional.{}")
+
+
+def shortcuts(*names: str) -> list[str]:
+    """Every existing form of the library functions called ``names``, ready for :func:`forbid`.
+
+    ``shortcuts("sigmoid")`` gives ``torch.sigmoid``, ``torch.Tensor.sigmoid``,
+    ``torch.Tensor.sigmoid_``, ``torch.sigmoid_``, ``torch.nn.functional.sigmoid`` and
+    ``dlcourse.functional.sigmoid`` (those that exist), so a test need not list them by hand::
+
+        with forbid(*shortcuts("sigmoid", "expit")):
+            y = sigmoid(x)
+    """
+    found = []
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"shortcuts: expected a function name such as 'sigmoid', got {name!r}")
+        for home in _SHORTCUT_HOMES:
+            dotted = home.format(name)
+            try:
+                _resolve(dotted)
+            except (ValueError, ImportError):
+                continue
+            found.append(dotted)
+    if not found:
+        raise ValueError(f"shortcuts: no torch or dlcourse function is called {' or '.join(names)}")
+    return found
+
+
+def random_tensor(*shape: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                  scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Fresh normal random values times ``scale``: the inputs of hidden tests.
+
+    Drawn anew on every call (unless a ``generator`` is given), so an answer hard-coded for
+    the numbers a student saw cannot pass.
+    """
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+        raise ValueError(f"random_tensor: expected non-negative int sizes, got {shape}")
+    x = torch.randn(*shape, dtype=torch.float64, generator=generator) * scale
+    return x.to(device=device or "cpu", dtype=dtype)
+
+
+def derivative(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """The elementwise derivative ``f'(x)`` of an elementwise function, by autograd.
+
+    The reference for a student's hand-derived ``f_grad(x)``: same shape, dtype and device
+    as ``x``.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"derivative: expected a floating-point tensor, got {type(x).__name__}")
+    xr = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = f(xr)
+        if not isinstance(y, Tensor) or y.shape != x.shape:
+            raise ValueError("derivative: f must map a tensor to a tensor of the same shape (elementwise)")
+        (grad,) = torch.autograd.grad(y.sum(), xr)
+    return grad
