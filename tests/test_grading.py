@@ -9,7 +9,7 @@ and ``solutions/``), with the interpreter that runs pytest. Once per test sessio
 2. ``nbgrader autograde`` grades three submissions of each lab in one call, so each notebook
    executes once: ``solution``, the released notebook with the instructor's solution code in
    every solution cell, must get full marks; ``untouched``, the released notebook as is, must
-   get 0 without crashing nbgrader; ``hardcoded`` (lab 1 only), solution cells that return the
+   get 0 without crashing nbgrader; ``hardcoded`` (labs with a builder in ``HARDCODED``), solution cells that return the
    answers the visible tests expect as constants, must pass every visible test and still lose
    every point to the hidden tests.
 """
