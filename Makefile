@@ -9,7 +9,7 @@ BOOK   := $(BIN)/jupyter-book build . -W -n --keep-going
 # loops get 10-30x slower; passive waiting costs nothing measurable when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install book test lab labs strip lock clean distclean
+.PHONY: help install book test bench lab labs strip lock clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,9 @@ book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/
 
 test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, the nbgrader round trip)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## time the from-scratch conv2d, pooling and cross-entropy against torch (fwd+bwd) into _build/bench.json
+	$(BIN)/python -m dlcourse.bench
 
 lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab

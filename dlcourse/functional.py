@@ -168,3 +168,7 @@ from dlcourse.losses import (  # noqa: E402
     l1_loss,
     mse_loss,
 )
+
+# Convolution and pooling live in their own modules too (dlcourse.conv, dlcourse.pool).
+from dlcourse.conv import conv2d, conv_output_size, corr2d  # noqa: E402
+from dlcourse.pool import avg_pool2d, max_pool2d  # noqa: E402

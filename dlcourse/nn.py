@@ -64,3 +64,198 @@ class Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+# The layers of a CNN. An int or (h, w) argument is checked by the same helper as in the functions.
+from dlcourse.conv import _pair  # noqa: E402
+
+
+class Conv2d(nn.Module):
+    r"""A 2-D convolution layer: ``out_channels`` learned filters slid over the input.
+
+    .. math::
+
+        y_{n,o,i,j} = b_o + \sum_{c,u,v} w_{o,c,u,v}\; x^{pad}_{n,\,c,\,s_h i + u,\,s_w j + v}
+
+    Args:
+        in_channels: channels of the input :math:`C_{in}`.
+        out_channels: number of filters, the channels of the output :math:`C_{out}`.
+        kernel_size: filter size, an int or a ``(kH, kW)`` pair.
+        stride: step between windows, an int or a pair (default 1).
+        padding: zeros added on each side, an int or a pair (default 0).
+        bias: learn one additive bias per output channel (default ``True``).
+        device, dtype: where and in what precision to create the parameters.
+
+    Attributes:
+        weight: ``(out_channels, in_channels, kH, kW)``, initialised from
+            :math:`\mathcal{U}(-1/\sqrt{k}, 1/\sqrt{k})` with :math:`k = C_{in}\, kH\, kW` (the
+            fan-in) like ``torch.nn.Conv2d``.
+        bias: ``(out_channels,)``, same distribution.
+
+    Shape:
+        Input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``. Output: ``(N, C_out, H_out, W_out)``
+        with :math:`H_{out} = \lfloor (H + 2 p_h - kH) / s_h \rfloor + 1` and likewise
+        :math:`W_{out}` (:func:`dlcourse.functional.conv_output_size`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Conv2d: expected a positive int {name}, got {value!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = _pair(stride, "stride", "Conv2d", 1)
+        self.padding = _pair(padding, "padding", "Conv2d", 0)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)  # a missing parameter, exactly like torch.nn.Conv2d
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels * kH * kW.
+
+        (PyTorch writes this as ``kaiming_uniform_(weight, a=sqrt(5))``, which is the same bound.)
+        """
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The convolution; see :func:`dlcourse.functional.conv2d`."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s  # the same text as torch.nn.Conv2d's
+
+
+class MaxPool2d(nn.Module):
+    r"""2-D max pooling: the largest entry of each ``kernel_size`` window (no parameters).
+
+    Args:
+        kernel_size: window size, an int or a ``(kH, kW)`` pair.
+        stride: step between windows (default: ``kernel_size``).
+        padding: :math:`-\infty` added on each side, at most half the window (default 0).
+
+    Shape:
+        Input: ``(N, C, H, W)`` or ``(C, H, W)``. Output: ``(N, C, H_out, W_out)`` with
+        :math:`H_{out} = \lfloor (H + 2 p_h - kH) / s_h \rfloor + 1`, likewise :math:`W_{out}`.
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
+        super().__init__()
+        _pair(kernel_size, "kernel_size", "MaxPool2d", 1)  # fail here, not at the first forward
+        _pair(padding, "padding", "MaxPool2d", 0)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride  # as torch.nn.MaxPool2d stores it
+        _pair(self.stride, "stride", "MaxPool2d", 1)
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        """See :func:`dlcourse.functional.max_pool2d`."""
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(nn.Module):
+    r"""2-D average pooling: the mean of each ``kernel_size`` window, zero padding included (no parameters).
+
+    Args:
+        kernel_size: window size, an int or a ``(kH, kW)`` pair.
+        stride: step between windows (default: ``kernel_size``).
+        padding: zeros added on each side, at most half the window; they count in the mean.
+
+    Shape:
+        Input: ``(N, C, H, W)`` or ``(C, H, W)``. Output: ``(N, C, H_out, W_out)``, sizes as in
+        :class:`MaxPool2d`.
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
+        super().__init__()
+        _pair(kernel_size, "kernel_size", "AvgPool2d", 1)
+        _pair(padding, "padding", "AvgPool2d", 0)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        _pair(self.stride, "stride", "AvgPool2d", 1)
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        """See :func:`dlcourse.functional.avg_pool2d`."""
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Flatten(nn.Module):
+    r"""Merge the dimensions ``start_dim`` .. ``end_dim`` into one, e.g. feature maps into a vector.
+
+    Between the last convolution or pooling layer and the first ``Linear`` layer, ``Flatten()``
+    turns ``(N, C, H, W)`` into ``(N, C * H * W)``, keeping the batch dimension.
+
+    Args:
+        start_dim: first dimension to merge (default 1: keep the batch dimension).
+        end_dim: last dimension to merge (default -1: up to the last).
+
+    Shape:
+        Input: ``(*, S_start, ..., S_end, *)``. Output: ``(*, S_start * ... * S_end, *)``.
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Flatten: expected an int {name}, got {type(value).__name__}")
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x.flatten(start_dim, end_dim)``: a view where the memory allows, else a copy."""
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(nn.Module):
+    r"""Inverted dropout while training, the identity in evaluation mode (``model.eval()``).
+
+    Args:
+        p: probability of zeroing each element, in [0, 1] (default 0.5).
+
+    Shape:
+        Input: any shape. Output: same shape.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"Dropout: expected p to be a number, got {type(p).__name__}")
+        if not 0 <= p <= 1:  # also rejects NaN
+            raise ValueError(f"Dropout: expected a probability p in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        """See :func:`dlcourse.functional.dropout`; uses ``self.training`` (set by ``train()``/``eval()``)."""
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,306 @@
+r"""2-D convolution from scratch: the output-size formula, a loop version to read, a fast version to use.
+
+A convolution layer (strictly a *cross-correlation*, as in every deep-learning library) slides
+``C_out`` filters of shape ``(C_in, kH, kW)`` over the input and takes a dot product at each
+position:
+
+.. math::
+
+    y_{n,o,i,j} = b_o + \sum_{c=0}^{C_{in}-1} \sum_{u=0}^{kH-1} \sum_{v=0}^{kW-1}
+                  w_{o,c,u,v}\; x^{pad}_{n,\,c,\,s_h i + u,\,s_w j + v}
+
+:func:`corr2d` is that formula with two Python loops, for reading. :func:`conv2d` computes the
+same thing as one matrix product ("im2col"): every input patch becomes a row of a matrix, every
+filter a column of another, and a single GEMM does all the dot products. Its backward pass is
+written out by hand and is made of matrix products too:
+
+* ``grad_weight`` = (gradient rows)ᵀ @ (patch rows): each filter entry collects input times
+  output gradient over all positions where it was used;
+* ``grad_input``  = the gradient, zero-padded, correlated with the flipped filters (with
+  ``C_in`` and ``C_out`` swapped), which is once more the forward pass; or, for strides
+  above 1, each patch's gradient added back where the patch came from ("col2im").
+
+No convolution routine of PyTorch is called, only views (``as_strided``), copies and ``matmul``,
+so it runs on any device and in any floating dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["conv_output_size", "corr2d", "conv2d"]
+
+_IntPair = int | tuple[int, int]
+
+
+def _check_int(value: object, name: str, fn: str, minimum: int) -> int:
+    """``value`` as an int at least ``minimum``, or a clear error naming ``name``."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{fn}: expected an int {name}, got {type(value).__name__} {value!r}")
+    value = int(value)  # also accepts NumPy integers
+    if value < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{fn}: expected {name} to be {what}, got {value}")
+    return value
+
+
+def _pair(value: object, name: str, fn: str, minimum: int) -> tuple[int, int]:
+    """An int or an ``(h, w)`` pair as ``(h, w)``, each checked like :func:`_check_int`."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{fn}: expected {name} to be an int or an (h, w) pair, got {value!r}")
+        return (_check_int(value[0], name, fn, minimum), _check_int(value[1], name, fn, minimum))
+    v = _check_int(value, name, fn, minimum)
+    return v, v
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    r"""How many positions a window of ``kernel_size`` takes along one spatial dimension.
+
+    .. math::
+
+        \text{out} = \left\lfloor \frac{\text{size} + 2p - d\,(k - 1) - 1}{s} \right\rfloor + 1
+
+    With ``dilation=1`` this is the lectures' :math:`(W - K + 2P)/S + 1`, rounded down: a
+    window that would run past the padded border is dropped. The same formula gives the
+    output size of convolution and of pooling layers.
+
+    Args:
+        size: input size along the dimension (height or width), at least 1.
+        kernel_size: window size :math:`k`, at least 1.
+        stride: step :math:`s` between windows, at least 1.
+        padding: zeros :math:`p` added on *each* side, at least 0.
+        dilation: spacing :math:`d` between window elements (1 for a plain window).
+
+    Returns:
+        The number of output positions, at least 1.
+
+    Raises:
+        ValueError: a non-positive size, kernel, stride or dilation, a negative padding, or a
+            (dilated) kernel larger than the padded input.
+
+    Example: ``conv_output_size(32, 5)`` is 28; ``conv_output_size(32, 5, padding=2)`` is 32.
+    """
+    fn = "conv_output_size"
+    size = _check_int(size, "size", fn, 1)
+    kernel_size = _check_int(kernel_size, "kernel_size", fn, 1)
+    stride = _check_int(stride, "stride", fn, 1)
+    padding = _check_int(padding, "padding", fn, 0)
+    dilation = _check_int(dilation, "dilation", fn, 1)
+    span = dilation * (kernel_size - 1) + 1  # how far a (dilated) window reaches
+    if span > size + 2 * padding:
+        raise ValueError(
+            f"{fn}: the kernel does not fit: a window of {span} (kernel_size={kernel_size}, "
+            f"dilation={dilation}) is larger than the padded input of {size + 2 * padding} "
+            f"(size={size}, padding={padding})"
+        )
+    return (size + 2 * padding - span) // stride + 1
+
+
+def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
+    r"""The 2-D cross-correlation of one image with one kernel, with two plain loops (for teaching).
+
+    .. math::
+
+        y_{i,j} = \sum_{u=0}^{kH-1} \sum_{v=0}^{kW-1} k_{u,v}\, x_{i+u,\,j+v}
+
+    One dot product per output position: slow, but it is the definition. Use :func:`conv2d`
+    for real work; it gives the same numbers (see the tests).
+
+    Args:
+        x: the image, a 2-D tensor.
+        kernel: the filter, a 2-D tensor no larger than ``x``.
+
+    Shape:
+        x: ``(H, W)``; kernel: ``(kH, kW)``. Output: ``(H - kH + 1, W - kW + 1)``.
+    """
+    for name, t in (("x", x), ("kernel", kernel)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"corr2d: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"corr2d: expected a 2-D {name}, got shape {tuple(t.shape)}")
+    kH, kW = kernel.shape
+    H_out = conv_output_size(x.shape[0], kH)
+    W_out = conv_output_size(x.shape[1], kW)
+    dtype = torch.result_type(x, kernel)
+    y = torch.zeros(H_out, W_out, dtype=dtype, device=x.device)
+    for i in range(H_out):
+        for j in range(W_out):
+            y[i, j] = (x[i:i + kH, j:j + kW] * kernel).sum()  # the window at (i, j), times the kernel
+    return y
+
+
+def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tuple[int, int],
+               stride: tuple[int, int], padding: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """im2col + one GEMM: the correlation of ``x`` with filters stored one per row of ``w_rows``.
+
+    Works channels last (NHWC) throughout: then a patch ``(kH, kW, C)`` is ``kH`` runs of
+    ``kW * C`` contiguous numbers, and the GEMM's result ``(N * H_out * W_out, C_out)`` *is*
+    the output in NHWC memory, so the returned ``(N, C_out, H_out, W_out)`` tensor is a free
+    permuted view of it (as PyTorch returns for channels-last inputs). Returns the output and
+    the patch matrix (kept for grad_weight).
+
+    Shape:
+        x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
+        filter laid out ``(kH, kW, C)``. bias: ``(C_out,)`` or ``None``.
+        Output: ``(N, C_out, H_out, W_out)``. Patches: ``(N * H_out * W_out, kH * kW * C)``.
+    """
+    N, C, H, W = x.shape
+    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
+    H_out = conv_output_size(H, kH, sH, pH)
+    W_out = conv_output_size(W, kW, sW, pW)
+    x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
+    if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
+        xp = x_nhwc  # already channels last: nothing to copy
+    else:
+        xp = x.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C), zero border
+        xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
+    st_n, st_h, st_w, st_c = xp.stride()
+    patches = xp.as_strided(
+        (N, H_out, W_out, kH, kW, C),  # patch (i, j) starts at row sH*i, column sW*j
+        (st_n, sH * st_h, sW * st_w, st_h, st_w, st_c),
+    )  # a view: nothing copied yet
+    cols = patches.reshape(N * H_out * W_out, kH * kW * C)  # (M, K): the one copy (im2col)
+    if bias is None:
+        out = cols @ w_rows.T  # (M, K) @ (K, C_out) -> (M, C_out)
+    else:
+        out = torch.addmm(bias, cols, w_rows.T)  # the same plus the bias, in one call
+    return out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2), cols  # (N, C_out, H_out, W_out) view
+
+
+def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_size: tuple[int, int],
+            stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+    """The adjoint of im2col: add each patch's gradient back where the patch was read from.
+
+    Shape:
+        cols_grad: ``(N * H_out * W_out, kH * kW * C)``. Output: ``(N, C, H, W)`` (a view of
+        channels-last memory).
+    """
+    N, C, H, W = input_shape
+    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
+    H_out = conv_output_size(H, kH, sH, pH)
+    W_out = conv_output_size(W, kW, sW, pW)
+    patches = cols_grad.view(N, H_out, W_out, kH, kW, C)  # (N, H_out, W_out, kH, kW, C)
+    grad = cols_grad.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
+    for u in range(kH):  # one strided add per kernel offset: kH * kW adds in all
+        for v in range(kW):
+            rows = slice(u, u + sH * (H_out - 1) + 1, sH)  # the H_out rows that offset u touched
+            columns = slice(v, v + sW * (W_out - 1) + 1, sW)
+            grad[:, rows, columns] += patches[:, :, :, u, v]  # (N, H_out, W_out, C)
+    return grad[:, pH:pH + H, pW:pW + W].permute(0, 3, 1, 2)  # drop the border; (N, C, H, W) view
+
+
+class _Conv2dFunction(torch.autograd.Function):
+    """conv2d with a hand-written backward pass; see the module docstring for the formulas."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,
+                stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+        C_out, C_in, kH, kW = weight.shape
+        w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, kH * kW * C_in)  # (C_out, K), K as (kH, kW, C_in)
+        out, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
+        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
+        ctx.conf = (tuple(x.shape), stride, padding)
+        return out
+
+    @staticmethod
+    @once_differentiable  # the saved patches carry no graph: a second derivative raises, not lies
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        cols, weight = ctx.saved_tensors
+        x_shape, stride, padding = ctx.conf
+        C_out, C_in, kH, kW = weight.shape
+        N, _, H_out, W_out = grad.shape
+        K = kH * kW * C_in
+        grad_x = grad_w = grad_b = None
+        g = grad.permute(0, 2, 3, 1).reshape(N * H_out * W_out, C_out)  # (M, C_out); free if grad is NHWC
+        if ctx.needs_input_grad[1]:
+            # dL/dw[o, k] = sum over images and positions m of g[m, o] * cols[m, k]
+            grad_w = g.T @ cols  # (C_out, M) @ (M, K) -> (C_out, K)
+            grad_w = grad_w.view(C_out, kH, kW, C_in).permute(0, 3, 1, 2)  # (C_out, C_in, kH, kW)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(dim=0)  # (C_out,)
+        if ctx.needs_input_grad[0]:
+            (sH, sW), (pH, pW) = stride, padding
+            if sH == sW == 1 and pH < kH and pW < kW and 2 * C_out <= 3 * C_in:
+                # A stride-1 convolution's input gradient is the "full" correlation of the output
+                # gradient with the flipped filters, C_in and C_out swapped: the forward pass again.
+                # (Cheaper than col2im when C_out is not much larger than C_in.)
+                w_flip = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(C_in, kH * kW * C_out)  # (C_in, K')
+                grad_x, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW))
+            else:
+                w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, K)  # (C_out, K)
+                cols_grad = g @ w_rows  # (M, C_out) @ (C_out, K) -> (M, K): each patch's gradient
+                grad_x = _col2im(cols_grad, x_shape, (kH, kW), stride, padding)  # (N, C_in, H, W)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPair = 1,
+           padding: _IntPair = 0) -> Tensor:
+    r"""2-D convolution (cross-correlation) of a batch of images, as ``torch.nn.functional.conv2d``.
+
+    .. math::
+
+        y_{n,o,i,j} = b_o + \sum_{c,u,v} w_{o,c,u,v}\; x^{pad}_{n,\,c,\,s_h i + u,\,s_w j + v}
+
+    computed by im2col and one matrix product, with a hand-written backward pass that is
+    matrix products too (see :mod:`dlcourse.conv`). No PyTorch convolution is called.
+
+    Args:
+        x: input images.
+        weight: the filters, one ``(C_in, kH, kW)`` block per output channel.
+        bias: one number per output channel, or ``None``.
+        stride: step between windows, an int or an ``(s_h, s_w)`` pair (default 1).
+        padding: zeros added on each side, an int or a ``(p_h, p_w)`` pair (default 0).
+
+    Shape:
+        x: ``(N, C_in, H, W)`` or ``(C_in, H, W)``. weight: ``(C_out, C_in, kH, kW)``.
+        bias: ``(C_out,)``. Output: ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)``) with
+
+        .. math::
+
+            H_{out} = \left\lfloor \frac{H + 2 p_h - kH}{s_h} \right\rfloor + 1, \qquad
+            W_{out} = \left\lfloor \frac{W + 2 p_w - kW}{s_w} \right\rfloor + 1
+
+        (:func:`conv_output_size`).
+    """
+    fn = "conv2d"
+    for name, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"{fn}: expected bias to be a torch.Tensor or None, got {type(bias).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"{fn}: expected a 4-D input (N, C, H, W) or a 3-D one (C, H, W), got {x.dim()}-D "
+                         f"of shape {tuple(x.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"{fn}: expected a 4-D weight (C_out, C_in, kH, kW), got shape {tuple(weight.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: expected a floating-point input, got {x.dtype}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dtype != x.dtype:
+            raise TypeError(f"{fn}: expected {name} of the input's dtype {x.dtype}, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{fn}: expected {name} on the input's device {x.device}, got {t.device}")
+    C_out, C_in, kH, kW = weight.shape
+    if x.shape[-3] != C_in:
+        raise ValueError(f"{fn}: the weight {tuple(weight.shape)} expects {C_in} input channels, "
+                         f"got an input of shape {tuple(x.shape)} with {x.shape[-3]}")
+    if bias is not None and tuple(bias.shape) != (C_out,):
+        raise ValueError(f"{fn}: expected bias of shape ({C_out},), got {tuple(bias.shape)}")
+    stride = _pair(stride, "stride", fn, 1)
+    padding = _pair(padding, "padding", fn, 0)
+    for dim, (size, k, s, p) in enumerate(zip(x.shape[-2:], (kH, kW), stride, padding)):
+        try:
+            conv_output_size(size, k, s, p)
+        except ValueError as err:
+            raise ValueError(
+                f"{fn}: the {kH}x{kW} kernel does not fit the input of shape {tuple(x.shape)} with "
+                f"padding={padding}: {'height' if dim == 0 else 'width'} {size} + 2*{p} < {k}"
+            ) from err
+    if x.dim() == 3:  # one unbatched image
+        return _Conv2dFunction.apply(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
+    return _Conv2dFunction.apply(x, weight, bias, stride, padding)
