@@ -20,11 +20,14 @@ written out by hand and is made of matrix products too:
   ``C_in`` and ``C_out`` swapped), which is once more the forward pass; or, for strides
   above 1, each patch's gradient added back where the patch came from ("col2im").
 
-No convolution routine of PyTorch is called, only views (``as_strided``), copies and ``matmul``,
-so it runs on any device and in any floating dtype.
+No convolution routine of PyTorch is called, only views (``as_strided``), a gather
+(``index_select``), elementwise adds and matrix products, so it runs on any device and in any
+floating dtype.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -132,15 +135,40 @@ def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
     return y
 
 
+@functools.lru_cache(maxsize=32)
+def _patch_rows(N: int, Hp: int, Wp: int, H_out: int, W_out: int, kH: int, sH: int, sW: int,
+                device: torch.device) -> Tensor:
+    """Where each row of each patch starts, counted in pixels of the flattened padded batch.
+
+    Patch ``(n, i, j)``'s row ``u`` starts at pixel ``(n, sH * i + u, sW * j)`` of the padded
+    ``(N, Hp, Wp)`` grid. Cached: a training loop asks for the same few geometries every step.
+
+    Shape:
+        Output: ``(N * H_out * W_out * kH,)``, ordered ``(n, i, j, u)``.
+    """
+    def ar(n: int) -> Tensor:
+        return torch.arange(n, device=device)
+
+    start = (ar(N).view(N, 1, 1, 1) * (Hp * Wp)  # image n
+             + ar(H_out).view(1, H_out, 1, 1) * (sH * Wp)  # output row i
+             + ar(W_out).view(1, 1, W_out, 1) * sW  # output column j
+             + ar(kH).view(1, 1, 1, kH) * Wp)  # kernel row u
+    return start.reshape(-1)  # (N * H_out * W_out * kH,)
+
+
 def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tuple[int, int],
                stride: tuple[int, int], padding: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """im2col + one GEMM: the correlation of ``x`` with filters stored one per row of ``w_rows``.
 
-    Works channels last (NHWC) throughout: then a patch ``(kH, kW, C)`` is ``kH`` runs of
-    ``kW * C`` contiguous numbers, and the GEMM's result ``(N * H_out * W_out, C_out)`` *is*
-    the output in NHWC memory, so the returned ``(N, C_out, H_out, W_out)`` tensor is a free
-    permuted view of it (as PyTorch returns for channels-last inputs). Returns the output and
-    the patch matrix (kept for grad_weight).
+    Works channels last (NHWC) throughout. Then one row of a patch, ``kW`` neighbouring pixels
+    of ``C`` channels each, is ``kW * C`` contiguous numbers: the patch matrix is ``kH`` such
+    runs per patch, gathered with one ``index_select`` from an (overlapping) strided view that
+    starts a run at every pixel. (``as_strided`` to a 6-D view and ``reshape`` gives the same
+    matrix, but PyTorch's generic strided copy is slower than this gather, up to several times on
+    a two-core CPU.) And the
+    GEMM's result ``(N * H_out * W_out, C_out)`` *is* the output in NHWC memory, so the returned
+    ``(N, C_out, H_out, W_out)`` tensor is a free permuted view of it, as PyTorch returns for
+    channels-last inputs. Returns the output and the patch matrix (kept for grad_weight).
 
     Shape:
         x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
@@ -151,18 +179,16 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out = conv_output_size(H, kH, sH, pH)
     W_out = conv_output_size(W, kW, sW, pW)
+    Hp, Wp = H + 2 * pH, W + 2 * pW
     x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
     if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
         xp = x_nhwc  # already channels last: nothing to copy
     else:
-        xp = x.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C), zero border
+        xp = x.new_zeros(N, Hp, Wp, C)  # (N, Hp, Wp, C), zero border
         xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
-    st_n, st_h, st_w, st_c = xp.stride()
-    patches = xp.as_strided(
-        (N, H_out, W_out, kH, kW, C),  # patch (i, j) starts at row sH*i, column sW*j
-        (st_n, sH * st_h, sW * st_w, st_h, st_w, st_c),
-    )  # a view: nothing copied yet
-    cols = patches.reshape(N * H_out * W_out, kH * kW * C)  # (M, K): the one copy (im2col)
+    runs = xp.as_strided((max(N * Hp * Wp - (kW - 1), 0), kW * C), (C, 1))  # run r: kW pixels from pixel r
+    starts = _patch_rows(N, Hp, Wp, H_out, W_out, kH, sH, sW, x.device)  # (M * kH,)
+    cols = runs.index_select(0, starts).view(N * H_out * W_out, kH * kW * C)  # (M, K): the im2col copy
     if bias is None:
         out = cols @ w_rows.T  # (M, K) @ (K, C_out) -> (M, C_out)
     else:
@@ -216,8 +242,8 @@ class _Conv2dFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         g = grad.permute(0, 2, 3, 1).reshape(N * H_out * W_out, C_out)  # (M, C_out); free if grad is NHWC
         if ctx.needs_input_grad[1]:
-            # dL/dw[o, k] = sum over images and positions m of g[m, o] * cols[m, k]
-            grad_w = g.T @ cols  # (C_out, M) @ (M, K) -> (C_out, K)
+            # dL/dw[o, k] = sum over images and positions m of cols[m, k] * g[m, o]
+            grad_w = (cols.T @ g).T  # ((K, M) @ (M, C_out)).T -> (C_out, K); MKL prefers this order
             grad_w = grad_w.view(C_out, kH, kW, C_in).permute(0, 3, 1, 2)  # (C_out, C_in, kH, kW)
         if ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=0)  # (C_out,)
