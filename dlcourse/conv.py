@@ -156,44 +156,70 @@ def _patch_rows(N: int, Hp: int, Wp: int, H_out: int, W_out: int, kH: int, sH: i
     return start.reshape(-1)  # (N * H_out * W_out * kH,)
 
 
+def _pad_nhwc(x: Tensor, padding: tuple[int, int]) -> Tensor:
+    """``x`` channels last, with a zero border: a copy, or a free view when there is nothing to do.
+
+    Shape:
+        x: ``(N, C, H, W)`` in any memory layout. Output: ``(N, H + 2 pH, W + 2 pW, C)``, contiguous.
+    """
+    N, C, H, W = x.shape
+    pH, pW = padding
+    x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
+    if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
+        return x_nhwc  # already channels last
+    xp = x.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
+    xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
+    return xp
+
+
+def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
+            out_size: tuple[int, int]) -> Tensor:
+    """The patch matrix: one row per output position, holding the patch it sees, laid out ``(kH, kW, C)``.
+
+    In channels-last memory one row of a patch, ``kW`` neighbouring pixels of ``C`` channels, is
+    ``kW * C`` contiguous numbers. So the matrix is ``kH`` such runs per patch, gathered with
+    one ``index_select`` from a strided view that starts a run at every pixel (the runs
+    overlap; it is a view, nothing is copied until the gather). ``as_strided`` to the 6-D view
+    ``(N, H_out, W_out, kH, kW, C)`` and ``reshape`` gives the same matrix, but PyTorch's
+    generic strided copy is slower than this gather, up to several times on a two-core CPU.
+
+    Shape:
+        xp: ``(N, Hp, Wp, C)``, contiguous (see :func:`_pad_nhwc`). Output: ``(M, K)`` with
+        ``M = N * H_out * W_out`` and ``K = kH * kW * C``.
+    """
+    N, Hp, Wp, C = xp.shape
+    (kH, kW), (sH, sW), (H_out, W_out) = kernel_size, stride, out_size
+    runs = xp.as_strided((max(N * Hp * Wp - (kW - 1), 0), kW * C), (C, 1))  # run r: kW pixels from pixel r
+    starts = _patch_rows(N, Hp, Wp, H_out, W_out, kH, sH, sW, xp.device)  # (M * kH,)
+    return runs.index_select(0, starts).view(N * H_out * W_out, kH * kW * C)  # (M, K): the one copy
+
+
 def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tuple[int, int],
                stride: tuple[int, int], padding: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """im2col + one GEMM: the correlation of ``x`` with filters stored one per row of ``w_rows``.
 
-    Works channels last (NHWC) throughout. Then one row of a patch, ``kW`` neighbouring pixels
-    of ``C`` channels each, is ``kW * C`` contiguous numbers: the patch matrix is ``kH`` such
-    runs per patch, gathered with one ``index_select`` from an (overlapping) strided view that
-    starts a run at every pixel. (``as_strided`` to a 6-D view and ``reshape`` gives the same
-    matrix, but PyTorch's generic strided copy is slower than this gather, up to several times on
-    a two-core CPU.) And the
-    GEMM's result ``(N * H_out * W_out, C_out)`` *is* the output in NHWC memory, so the returned
-    ``(N, C_out, H_out, W_out)`` tensor is a free permuted view of it, as PyTorch returns for
-    channels-last inputs. Returns the output and the patch matrix (kept for grad_weight).
+    Works channels last (NHWC): then the GEMM's result ``(N * H_out * W_out, C_out)`` *is* the
+    output in NHWC memory, and the returned ``(N, C_out, H_out, W_out)`` tensor is a free
+    permuted view of it (PyTorch too returns this layout for channels-last inputs). Also
+    returns the padded channels-last input, from which backward gathers the patches again
+    (keeping the patch matrix instead would hold ``kH * kW`` times the input's memory).
 
     Shape:
         x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
         filter laid out ``(kH, kW, C)``. bias: ``(C_out,)`` or ``None``.
-        Output: ``(N, C_out, H_out, W_out)``. Patches: ``(N * H_out * W_out, kH * kW * C)``.
+        Output: ``(N, C_out, H_out, W_out)``; padded input: ``(N, H + 2 pH, W + 2 pW, C)``.
     """
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out = conv_output_size(H, kH, sH, pH)
     W_out = conv_output_size(W, kW, sW, pW)
-    Hp, Wp = H + 2 * pH, W + 2 * pW
-    x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
-    if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
-        xp = x_nhwc  # already channels last: nothing to copy
-    else:
-        xp = x.new_zeros(N, Hp, Wp, C)  # (N, Hp, Wp, C), zero border
-        xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
-    runs = xp.as_strided((max(N * Hp * Wp - (kW - 1), 0), kW * C), (C, 1))  # run r: kW pixels from pixel r
-    starts = _patch_rows(N, Hp, Wp, H_out, W_out, kH, sH, sW, x.device)  # (M * kH,)
-    cols = runs.index_select(0, starts).view(N * H_out * W_out, kH * kW * C)  # (M, K): the im2col copy
+    xp = _pad_nhwc(x, padding)  # (N, Hp, Wp, C)
+    cols = _im2col(xp, kernel_size, stride, (H_out, W_out))  # (M, K)
     if bias is None:
         out = cols @ w_rows.T  # (M, K) @ (K, C_out) -> (M, C_out)
     else:
         out = torch.addmm(bias, cols, w_rows.T)  # the same plus the bias, in one call
-    return out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2), cols  # (N, C_out, H_out, W_out) view
+    return out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2), xp  # (N, C_out, H_out, W_out) view
 
 
 def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_size: tuple[int, int],
@@ -226,15 +252,15 @@ class _Conv2dFunction(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
         C_out, C_in, kH, kW = weight.shape
         w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, kH * kW * C_in)  # (C_out, K), K as (kH, kW, C_in)
-        out, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
-        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
+        out, xp = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
+        ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None, weight)
         ctx.conf = (tuple(x.shape), stride, padding)
         return out
 
     @staticmethod
-    @once_differentiable  # the saved patches carry no graph: a second derivative raises, not lies
+    @once_differentiable  # the saved input copy carries no graph: a second derivative raises, not lies
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        cols, weight = ctx.saved_tensors
+        xp, weight = ctx.saved_tensors
         x_shape, stride, padding = ctx.conf
         C_out, C_in, kH, kW = weight.shape
         N, _, H_out, W_out = grad.shape
@@ -243,6 +269,7 @@ class _Conv2dFunction(torch.autograd.Function):
         g = grad.permute(0, 2, 3, 1).reshape(N * H_out * W_out, C_out)  # (M, C_out); free if grad is NHWC
         if ctx.needs_input_grad[1]:
             # dL/dw[o, k] = sum over images and positions m of cols[m, k] * g[m, o]
+            cols = _im2col(xp, (kH, kW), stride, (H_out, W_out))  # (M, K), gathered again
             grad_w = (cols.T @ g).T  # ((K, M) @ (M, C_out)).T -> (C_out, K); MKL prefers this order
             grad_w = grad_w.view(C_out, kH, kW, C_in).permute(0, 3, 1, 2)  # (C_out, C_in, kH, kW)
         if ctx.needs_input_grad[2]:
