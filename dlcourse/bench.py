@@ -144,7 +144,7 @@ def _time(step: Step, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(case: Case, device: torch.device, quick: bool = False, repeats: int = 30,
+def measure(case: Case, device: torch.device, quick: bool = False, repeats: int = 50,
             budget_s: float = 15.0) -> dict:
     """Time ``case`` on ``device``: interleaved pairs of runs, median of the paired ratios.
 
@@ -194,7 +194,7 @@ def _load_average() -> float | None:
         return None
 
 
-def run(device: torch.device, quick: bool = False, repeats: int = 30, only: list[str] | None = None,
+def run(device: torch.device, quick: bool = False, repeats: int = 50, only: list[str] | None = None,
         budget_s: float = 15.0) -> dict:
     """Measure every case (or those named in ``only``); return the JSON-ready results."""
     cases = [c for c in CASES if only is None or c.key in only or c.op in only]
@@ -232,16 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("_build") / "bench.json",
                         help="where to write the JSON results (default: _build/bench.json)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    parser.add_argument("--repeats", type=int, default=None, help="pairs of runs per case (default 30; 2 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="pairs of runs per case (default 50; 2 with --quick)")
     parser.add_argument("--only", nargs="+", default=None, metavar="CASE", help="run only these cases (keys or ops)")
     args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 30)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 50)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1, got {repeats}")
     device = get_device(args.device)
     results = run(device, quick=args.quick, repeats=repeats, only=args.only)
-    print(f"dlcourse.bench on {results['device']} with {results['threads']} threads, torch {results['torch']}"
-          f"{' (quick: tiny sizes, not a measurement)' if args.quick else ''}; fwd+bwd, median of paired ratios")
+    load = _load_average()
+    print(f"dlcourse.bench on {results['device']} with {results['threads']} threads "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), torch {results['torch']}, "
+          f"load average {'?' if load is None else f'{load:.2f}'}"
+          f"{'; quick: tiny sizes, not a measurement' if args.quick else ''}")
+    print("forward + backward; ratio = median over repeats of (mine / torch) for back-to-back pairs")
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
