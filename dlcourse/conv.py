@@ -354,6 +354,6 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
                 f"{fn}: the {kH}x{kW} kernel does not fit the input of shape {tuple(x.shape)} with "
                 f"padding={padding}: {'height' if dim == 0 else 'width'} {size} + 2*{p} < {k}"
             ) from err
-    if x.dim() == 3:  # one unbatched image
+    if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return _Conv2dFunction.apply(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
     return _Conv2dFunction.apply(x, weight, bias, stride, padding)

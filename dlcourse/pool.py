@@ -202,7 +202,7 @@ def max_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
     ``[[4,5],[3,4]]``.
     """
     geometry = _geometry(x, kernel_size, stride, padding, "max_pool2d")
-    if x.dim() == 3:  # one unbatched image
+    if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return _MaxPool2dFunction.apply(x.unsqueeze(0), geometry).squeeze(0)
     return _MaxPool2dFunction.apply(x, geometry)
 
@@ -230,6 +230,6 @@ def avg_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
         ``(C, H_out, W_out)``), with :math:`H_{out}, W_{out}` as in :func:`max_pool2d`.
     """
     geometry = _geometry(x, kernel_size, stride, padding, "avg_pool2d")
-    if x.dim() == 3:  # one unbatched image
+    if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return _AvgPool2dFunction.apply(x.unsqueeze(0), geometry).squeeze(0)
     return _AvgPool2dFunction.apply(x, geometry)

@@ -199,6 +199,29 @@ def test_conv2d_values_and_gradients_match_torch(seed, dtype, device, supported)
         torch.testing.assert_close(g, g_ref, **tol, msg=lambda m: f"grad of {name} in {cfg}: {m}")
 
 
+TYPICAL_LAYERS = [  # (input shape, C_out, kernel, stride, padding)
+    ((4, 1, 28, 28), 6, 5, 1, 2),  # LeNet's first layer
+    ((2, 3, 32, 32), 8, 7, 2, 3),  # a ResNet stem
+    ((3, 16, 15, 13), 16, 3, 1, 1),  # a "same" 3x3 layer on an odd-sized map
+    ((2, 8, 16, 16), 24, 1, 1, 0),  # a 1x1 channel mixer
+    ((2, 8, 17, 17), 8, 3, 2, 1),  # a strided down-sampling layer
+]
+
+
+@pytest.mark.parametrize("shape, C_out, k, s, p", TYPICAL_LAYERS, ids=["lenet", "resnet-stem", "same3x3", "1x1", "down"])
+def test_conv2d_matches_torch_on_typical_layers(shape, C_out, k, s, p, device):
+    gen = torch.Generator().manual_seed(sum(shape) + C_out)
+    x = torch.randn(shape, generator=gen).to(device)
+    w = (torch.randn(C_out, shape[1], k, k, generator=gen) / (shape[1] * k * k) ** 0.5).to(device)
+    b = torch.randn(C_out, generator=gen).to(device)
+    upstream = torch.randn(TF.conv2d(x, w, b, s, p).shape, generator=gen).to(device)
+    y, grads = forward_backward(F.conv2d, x, w, b, upstream, stride=s, padding=p)
+    y_ref, grads_ref = forward_backward(TF.conv2d, x, w, b, upstream, stride=s, padding=p)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    for name, g, g_ref in zip(("x", "weight", "bias"), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-3, msg=lambda m: f"grad of {name}: {m}")
+
+
 # Configurations that take each path of the backward pass: grad_input as a correlation with the
 # flipped kernel (stride 1, C_out not much larger than C_in) or by col2im (the others).
 GRADCHECK_CONFIGS = [
