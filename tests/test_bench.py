@@ -32,12 +32,13 @@ def quick_run(tmp_path_factory):
 
 def test_the_json_has_the_agreed_top_level_shape(quick_run):
     _, results = quick_run
-    assert set(results) == {"device", "date", "torch", "threads", "ratios", "details"}
+    # Later benchmarks may add keys (lstm, attention, time_to_accuracy, notebooks); these stay.
+    assert {"device", "date", "torch", "threads", "ratios", "details"} <= set(results)
     assert results["device"] == "cpu"
     assert isinstance(results["threads"], int) and results["threads"] >= 1
     assert results["torch"] and results["date"][:2] == "20"
-    assert list(results["ratios"]) == CASE_KEYS
-    assert list(results["details"]) == CASE_KEYS
+    assert set(CASE_KEYS) <= set(results["ratios"])
+    assert set(results["details"]) == set(results["ratios"])
 
 
 def test_every_ratio_is_a_positive_finite_number(quick_run):
