@@ -3,7 +3,8 @@ r"""Loss functions and dropout written from their formulas, checked against ``to
 Every loss averages over all elements (PyTorch's default ``reduction="mean"``) and returns a
 0-d tensor on the input's device and in its dtype. Autograd differentiates the formulas
 themselves, except in :func:`binary_cross_entropy`, whose gradient PyTorch defines by its own
-(clamped) formula; there the backward pass is written out too.
+(clamped) formula, and :func:`cross_entropy`, whose closed-form gradient is cheaper than
+autograd's walk through its pieces; there the backward pass is written out too.
 
 These functions are re-exported by :mod:`dlcourse.functional`. They do not import it (that
 module imports this one), so the small input checks live here.
@@ -15,6 +16,7 @@ import numbers
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy", "cross_entropy", "dropout"]
 
@@ -151,6 +153,40 @@ def binary_cross_entropy(prob: Tensor, target: Tensor) -> Tensor:
     return _BinaryCrossEntropy.apply(prob, target).mean()
 
 
+class _CrossEntropy(torch.autograd.Function):
+    r"""Mean cross-entropy over the kept positions, with the softmax-minus-one-hot gradient written out.
+
+    Autograd through the log-sum-exp and ``gather`` would build and walk several intermediate
+    tensors; the gradient has a closed form, :math:`(\operatorname{softmax}(x) - \text{one-hot}(y))
+    \cdot g / n`, so backward computes it in one pass from the exponentials saved by forward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, keep: Tensor) -> Tensor:
+        # x: (..., C) classes last; y, keep: (...)
+        m = x.amax(dim=-1, keepdim=True)  # (..., 1): the log-sum-exp trick keeps every exponent <= 0
+        e = (x - m).exp_()  # (..., C): e^{x_c - m}, kept for the softmax in backward
+        sum_e = e.sum(dim=-1, keepdim=True)  # (..., 1)
+        x_y = x.gather(-1, y.unsqueeze(-1))  # (..., 1): the true class's logit
+        losses = (m + torch.log(sum_e) - x_y).squeeze(-1)  # (...): log sum_c e^{x_c} - x_y
+        count = keep.sum().to(x.dtype)  # 0 gives NaN, as in PyTorch
+        loss = torch.where(keep, losses, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / count
+        ctx.save_for_backward(y, keep, e, sum_e, count)
+        return loss
+
+    @staticmethod
+    @once_differentiable  # the saved exponentials carry no graph: a second derivative raises, not lies
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        y, keep, e, sum_e, count = ctx.saved_tensors
+        # dL/dx_c = (softmax(x)_c - [c == y]) * grad / count at kept positions, 0 elsewhere
+        scale = keep.unsqueeze(-1).to(e.dtype) * (grad / count)  # (..., 1): the weight of each position
+        grad_x = e * (scale / sum_e)  # (..., C): softmax(x) * scale, in one pass over the logits
+        grad_x.scatter_add_(-1, y.unsqueeze(-1), -scale)  # minus the one-hot, scaled
+        return grad_x, None, None
+
+
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
     r"""Cross-entropy between raw class scores (logits) and class indices.
 
@@ -199,17 +235,11 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100) -> T
     C = logits.shape[1]
     x = logits.movedim(1, -1)  # (N, d1, ..., C): classes last
     keep = target != ignore_index  # (N, d1, ...)
-    if ((target[keep] < 0) | (target[keep] >= C)).any():
-        bad = target[keep][(target[keep] < 0) | (target[keep] >= C)][0].item()
-        raise ValueError(f"cross_entropy: expected class indices in [0, {C}), got {bad}")
+    bad = keep & ((target < 0) | (target >= C))  # (N, d1, ...): counted targets out of range
+    if bad.any():
+        raise ValueError(f"cross_entropy: expected class indices in [0, {C}), got {target[bad][0].item()}")
     y = torch.where(keep, target, torch.zeros_like(target)).long()  # a valid index where ignored
-
-    m = x.amax(dim=-1, keepdim=True).detach()  # (N, d1, ..., 1); any constant works, so no gradient
-    log_sum_exp = m.squeeze(-1) + torch.log(torch.exp(x - m).sum(dim=-1))  # (N, d1, ...)
-    x_y = x.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (N, d1, ...): the true class's logit
-    losses = torch.where(keep, log_sum_exp - x_y, torch.zeros((), dtype=x.dtype, device=x.device))
-    # Mean over the counted positions (NaN if none is counted, as in PyTorch).
-    return losses.sum() / keep.sum().to(x.dtype)
+    return _CrossEntropy.apply(x, y, keep)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
