@@ -17,8 +17,9 @@ written out by hand and is made of matrix products too:
 * ``grad_weight`` = (gradient rows)ᵀ @ (patch rows): each filter entry collects input times
   output gradient over all positions where it was used;
 * ``grad_input``  = the gradient, zero-padded, correlated with the flipped filters (with
-  ``C_in`` and ``C_out`` swapped), which is once more the forward pass; or, for strides
-  above 1, each patch's gradient added back where the patch came from ("col2im").
+  ``C_in`` and ``C_out`` swapped), which is once more the forward pass; or each patch's
+  gradient added back where the patch came from ("col2im"), for stride 1 with the sum over
+  kernel columns done inside the GEMM (:func:`_grad_input_stride1`).
 
 No convolution routine of PyTorch is called, only views (``as_strided``), a gather
 (``index_select``), elementwise adds and matrix products, so it runs on any device and in any
@@ -244,6 +245,41 @@ def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_si
     return grad[:, pH:pH + H, pW:pW + W].permute(0, 3, 1, 2)  # drop the border; (N, C, H, W) view
 
 
+def _grad_input_stride1(grad: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
+    r"""The input gradient of a stride-1 convolution, summing over kernel columns inside one GEMM.
+
+    With :math:`Y_{u,v} = g\, W_{:, :, u, v}` (each position's gradient times one kernel tap),
+    the padded input gradient is :math:`\sum_{u,v} Y_{u,v}` shifted by :math:`(u, v)`, which
+    :func:`_col2im` adds up with ``kH * kW`` strided adds. Here the sum over the kernel column
+    :math:`v` happens inside the matrix product: each row of ``G`` holds the ``kW`` output
+    gradients ``g[n, i, b - v]`` that reach input column ``b`` (from a zero-padded copy of
+    ``g``, so no index runs off the edge), and ``G @ W_cat`` gives, for every ``(n, i, b)``,
+    the gradient that output row ``i`` sends through each kernel row ``u``. Only ``kH`` adds
+    remain, on a product ``kW`` times smaller than col2im's: faster when ``C_in`` is large
+    enough for an efficient GEMM (input gradient of ``(64, 16, 14, 14) -> 32`` measured 1.1-1.5x
+    faster).
+
+    Shape:
+        grad: ``(N, C_out, H_out, W_out)``. weight: ``(C_out, C_in, kH, kW)``.
+        Output: ``(N, C_in, H, W)`` with ``H = H_out + kH - 1 - 2 p_h`` (a view of channels-last memory).
+    """
+    N, C_out, H_out, W_out = grad.shape
+    _, C_in, kH, kW = weight.shape
+    pH, pW = padding
+    Hp, Wp = H_out + kH - 1, W_out + kW - 1  # the padded input's size
+    g_wide = grad.new_zeros(N, H_out, W_out + 2 * (kW - 1), C_out)  # (N, H_out, W_out + 2 (kW - 1), C_out)
+    g_wide[:, :, kW - 1:kW - 1 + W_out] = grad.permute(0, 2, 3, 1)  # channels last, kW - 1 zeros each side
+    sN, sH, _, _ = g_wide.stride()
+    # Row (n, i, b) of G: g_wide[n, i, b + v'] for v' = 0 .. kW-1, that is g[n, i, b - v] with v = kW-1-v'.
+    G = g_wide.as_strided((N, H_out, Wp, kW * C_out), (sN, sH, C_out, 1)).reshape(N * H_out * Wp, kW * C_out)
+    W_cat = weight.flip(3).permute(3, 0, 2, 1).reshape(kW * C_out, kH * C_in)  # rows (v', o), columns (u, c)
+    Z = (G @ W_cat).view(N, H_out, Wp, kH, C_in)  # (N, H_out, Wp, kH, C_in): row i's gradient through row u
+    grad_xp = grad.new_zeros(N, Hp, Wp, C_in)  # (N, Hp, Wp, C_in)
+    for u in range(kH):  # output row i reaches padded input row i + u through kernel row u
+        grad_xp[:, u:u + H_out] += Z[:, :, :, u]
+    return grad_xp[:, pH:Hp - pH, pW:Wp - pW].permute(0, 3, 1, 2)  # drop the border; (N, C_in, H, W) view
+
+
 class _Conv2dFunction(torch.autograd.Function):
     """conv2d with a hand-written backward pass; see the module docstring for the formulas."""
 
@@ -282,6 +318,10 @@ class _Conv2dFunction(torch.autograd.Function):
                 # (Cheaper than col2im when C_out is not much larger than C_in.)
                 w_flip = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(C_in, kH * kW * C_out)  # (C_in, K')
                 grad_x, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW))
+            elif sH == sW == 1 and C_in >= 16:
+                # Fewer adds than col2im, but its GEMM yields only kH * C_in columns, which MKL runs
+                # slowly when narrow (measured 1.7-2x slower than col2im at C_in = 1, no gain at 8).
+                grad_x = _grad_input_stride1(grad, weight, padding)  # (N, C_in, H, W)
             else:
                 w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, K)  # (C_out, K)
                 cols_grad = g @ w_rows  # (M, C_out) @ (C_out, K) -> (M, K): each patch's gradient
