@@ -205,10 +205,11 @@ TYPICAL_LAYERS = [  # (input shape, C_out, kernel, stride, padding)
     ((3, 16, 15, 13), 16, 3, 1, 1),  # a "same" 3x3 layer on an odd-sized map
     ((2, 8, 16, 16), 24, 1, 1, 0),  # a 1x1 channel mixer
     ((2, 8, 17, 17), 8, 3, 2, 1),  # a strided down-sampling layer
+    ((2, 16, 9, 11), 40, 3, 1, 1),  # a widening stride-1 layer (C_in >= 16, C_out > 1.5 C_in)
 ]
 
 
-@pytest.mark.parametrize("shape, C_out, k, s, p", TYPICAL_LAYERS, ids=["lenet", "resnet-stem", "same3x3", "1x1", "down"])
+@pytest.mark.parametrize("shape, C_out, k, s, p", TYPICAL_LAYERS, ids=["lenet", "resnet-stem", "same3x3", "1x1", "down", "widen"])
 def test_conv2d_matches_torch_on_typical_layers(shape, C_out, k, s, p, device):
     gen = torch.Generator().manual_seed(sum(shape) + C_out)
     x = torch.randn(shape, generator=gen).to(device)
@@ -231,6 +232,7 @@ GRADCHECK_CONFIGS = [
     dict(N=2, C_in=2, C_out=3, H=7, W=6, kernel=(3, 2), stride=(2, 3), padding=(1, 2)),  # col2im, strided
     dict(N=1, C_in=2, C_out=2, H=3, W=3, kernel=(2, 2), stride=1, padding=2),  # padding >= kernel
     dict(N=1, C_in=2, C_out=2, H=6, W=6, kernel=(1, 1), stride=2, padding=0),  # 1x1 kernel
+    dict(N=1, C_in=16, C_out=32, H=4, W=5, kernel=(2, 3), stride=1, padding=(1, 0)),  # stride-1 GEMM path
 ]
 
 
