@@ -68,3 +68,17 @@ def supported():
             pytest.skip("MPS has no float64")
 
     return check
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread, then restore the setting.
+
+    Tiny tensors gain nothing from a thread pool, and on a busy 2-core machine two threads that
+    share the cores stall each other (small training steps measured ~10x slower). Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

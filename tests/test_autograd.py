@@ -16,13 +16,8 @@ import torch
 from dlcourse.autograd import MLP, Layer, Neuron, Value
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a thread pool only adds overhead (and stalls when the CPU is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread (the shared fixture in conftest.py) is faster and steadier.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---------------------------------------------------------------------------------------------
 # Random expression trees: the same program is run on Values and on float64 tensors

@@ -21,13 +21,8 @@ DEVICES = [
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a thread pool only adds overhead (and stalls when the CPU is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread (the shared fixture in conftest.py) is faster and steadier.
+pytestmark = pytest.mark.usefixtures("one_thread")
 SHAPES = [(7,), (4, 3), (2, 3, 5)]
 
 

@@ -43,13 +43,8 @@ IDS = [f"{name}-{kw}" for name, kw in CONFIGS]
 RTOL, ATOL = 1e-8, 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a thread pool only adds overhead (and stalls when the CPU is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread (the shared fixture in conftest.py) is faster and steadier.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Problem:

@@ -21,13 +21,8 @@ def digits():
     return load_digits(flatten=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train ~10x faster on one thread than on two that share the cores with others."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one torch thread (the shared fixture in conftest.py) is faster and steadier.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_data(n=60, seed=0):
