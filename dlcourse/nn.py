@@ -143,7 +143,25 @@ class Conv2d(nn.Module):
         return s  # the same text as torch.nn.Conv2d's
 
 
-class MaxPool2d(nn.Module):
+class _Pool2d(nn.Module):
+    """What both pooling layers store: window, stride (default: the window) and padding."""
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
+        super().__init__()
+        name = type(self).__name__
+        _pair(kernel_size, "kernel_size", name, 1)  # fail here, not at the first forward
+        _pair(padding, "padding", name, 0)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride  # as torch.nn stores it
+        _pair(self.stride, "stride", name, 1)
+        self.padding = padding
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
     r"""2-D max pooling: the largest entry of each ``kernel_size`` window (no parameters).
 
     Args:
@@ -156,25 +174,12 @@ class MaxPool2d(nn.Module):
         :math:`H_{out} = \lfloor (H + 2 p_h - kH) / s_h \rfloor + 1`, likewise :math:`W_{out}`.
     """
 
-    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-                 padding: int | tuple[int, int] = 0) -> None:
-        super().__init__()
-        _pair(kernel_size, "kernel_size", "MaxPool2d", 1)  # fail here, not at the first forward
-        _pair(padding, "padding", "MaxPool2d", 0)
-        self.kernel_size = kernel_size
-        self.stride = kernel_size if stride is None else stride  # as torch.nn.MaxPool2d stores it
-        _pair(self.stride, "stride", "MaxPool2d", 1)
-        self.padding = padding
-
     def forward(self, x: Tensor) -> Tensor:
         """See :func:`dlcourse.functional.max_pool2d`."""
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
-
-class AvgPool2d(nn.Module):
+class AvgPool2d(_Pool2d):
     r"""2-D average pooling: the mean of each ``kernel_size`` window, zero padding included (no parameters).
 
     Args:
@@ -187,22 +192,9 @@ class AvgPool2d(nn.Module):
         :class:`MaxPool2d`.
     """
 
-    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-                 padding: int | tuple[int, int] = 0) -> None:
-        super().__init__()
-        _pair(kernel_size, "kernel_size", "AvgPool2d", 1)
-        _pair(padding, "padding", "AvgPool2d", 0)
-        self.kernel_size = kernel_size
-        self.stride = kernel_size if stride is None else stride
-        _pair(self.stride, "stride", "AvgPool2d", 1)
-        self.padding = padding
-
     def forward(self, x: Tensor) -> Tensor:
         """See :func:`dlcourse.functional.avg_pool2d`."""
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class Flatten(nn.Module):
