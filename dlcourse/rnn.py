@@ -1,0 +1,597 @@
+r"""Recurrent layers from their equations: an Elman RNN and an LSTM, cells and whole sequences.
+
+A recurrent layer applies the same function, with the same weights, at every step of a
+sequence, and carries a *hidden state* from one step to the next. With PyTorch's names
+(``W_ih`` is ``weight_ih``, ``W_hh`` is ``weight_hh``, likewise the biases):
+
+* **RNN cell** (tanh, or ReLU):
+
+  .. math::
+
+      h_t = \tanh(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})
+
+* **LSTM cell**: four gates from the same two matrix products, stacked in PyTorch's order
+  input, forget, cell candidate, output (``i, f, g, o``), then the memory cell :math:`c_t`:
+
+  .. math::
+
+      \begin{aligned}
+      (i_t, f_t, g_t, o_t) &= \text{split}_4(x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh}) \\
+      i_t, f_t, o_t &\leftarrow \sigma(i_t), \sigma(f_t), \sigma(o_t), \qquad g_t \leftarrow \tanh(g_t) \\
+      c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+      h_t &= o_t \odot \tanh(c_t)
+      \end{aligned}
+
+:func:`rnn_cell` and :func:`lstm_cell` are one step, differentiated by autograd. :func:`rnn`
+runs a whole sequence: one matrix product projects every step's input at once, then a loop
+adds the recurrent term. :func:`lstm` does the same and has a hand-written backward pass
+(backpropagation through time): the loop runs backwards over the steps carrying
+:math:`\partial L / \partial h_t` and :math:`\partial L / \partial c_t`, and the weight
+gradients of all steps are then one matrix product each. The modules :class:`RNNCell`,
+:class:`RNN`, :class:`LSTMCell` and :class:`LSTM` keep the parameter names and shapes of their
+``torch.nn`` twins (one layer), so ``mine.load_state_dict(theirs.state_dict())`` works.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["rnn_cell", "lstm_cell", "rnn", "lstm", "RNNCell", "RNN", "LSTMCell", "LSTM"]
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+# ---------------------------------------------------------------------------------------------
+
+def _check_weights(weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None,
+                   gates: int, fn: str) -> tuple[int, int]:
+    """(input_size, hidden_size) of the weights, or a clear error when their shapes disagree."""
+    for name, w in (("weight_ih", weight_ih), ("weight_hh", weight_hh)):
+        if not isinstance(w, Tensor) or w.dim() != 2:
+            got = f"shape {tuple(w.shape)}" if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f"{fn}: expected a 2-D {name}, got {got}")
+    rows, input_size = weight_ih.shape
+    hidden_size = weight_hh.shape[1]
+    if rows != gates * hidden_size or weight_hh.shape[0] != gates * hidden_size:
+        raise ValueError(f"{fn}: expected weight_ih ({gates} * hidden_size, input_size) and weight_hh "
+                         f"({gates} * hidden_size, hidden_size), got {tuple(weight_ih.shape)} and "
+                         f"{tuple(weight_hh.shape)}")
+    if (bias_ih is None) != (bias_hh is None):
+        raise ValueError(f"{fn}: expected both biases or neither, got one")
+    for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        if b is not None and b.shape != (gates * hidden_size,):
+            raise ValueError(f"{fn}: expected {name} of shape ({gates * hidden_size},), got {tuple(b.shape)}")
+    return input_size, hidden_size
+
+
+def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str, fn: str) -> None:
+    """A floating tensor of one of ``ranks`` dimensions whose last one is ``input_size``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: expected the input to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in ranks:
+        raise ValueError(f"{fn}: expected a {layout} input, got {x.dim()}-D of shape {tuple(x.shape)}")
+    if x.shape[-1] != input_size:
+        raise ValueError(f"{fn}: expected the input's last dimension to be input_size={input_size}, "
+                         f"got input of shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: expected a floating-point input, got {x.dtype}")
+
+
+def _check_state(h: Tensor, shape: tuple[int, ...], name: str, fn: str) -> None:
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(h).__name__}")
+    if tuple(h.shape) != shape:
+        raise ValueError(f"{fn}: expected {name} of shape {shape}, got {tuple(h.shape)}")
+
+
+def _activation(nonlinearity: str, fn: str):
+    if nonlinearity not in _ACTIVATIONS:
+        raise ValueError(f"{fn}: expected nonlinearity 'tanh' or 'relu', got {nonlinearity!r}")
+    return _ACTIVATIONS[nonlinearity]
+
+
+def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ weight.T + bias``, for 2-D ``x``."""
+    return x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------
+
+def rnn_cell(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None = None,
+             bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+    r"""One step of an Elman RNN, :math:`h' = \tanh(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh})`.
+
+    Args:
+        x: the inputs of this step.
+        h: the previous hidden state.
+        weight_ih: ``(hidden_size, input_size)``.
+        weight_hh: ``(hidden_size, hidden_size)``.
+        bias_ih, bias_hh: ``(hidden_size,)`` each, or both ``None``.
+        nonlinearity: ``"tanh"`` (default) or ``"relu"``.
+
+    Shape:
+        x: ``(N, input_size)``; h: ``(N, hidden_size)``. Returns ``(N, hidden_size)``.
+    """
+    act = _activation(nonlinearity, "rnn_cell")
+    _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 1, "rnn_cell")
+    pre = x @ weight_ih.T + h @ weight_hh.T  # (N, H)
+    if bias_ih is not None:
+        pre = pre + bias_ih + bias_hh
+    return act(pre)
+
+
+def lstm_cell(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, weight_hh: Tensor,
+              bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""One step of an LSTM: gates, then the new memory cell and hidden state.
+
+    .. math::
+
+        \begin{aligned}
+        i, f, g, o &= \text{split}_4(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh}) \\
+        c' &= \sigma(f) \odot c + \sigma(i) \odot \tanh(g) \\
+        h' &= \sigma(o) \odot \tanh(c')
+        \end{aligned}
+
+    Args:
+        x: the inputs of this step.
+        state: ``(h, c)``, the previous hidden state and memory cell.
+        weight_ih: ``(4 * hidden_size, input_size)``, the four gates' rows stacked in the order
+            input, forget, cell candidate, output, as in ``torch.nn.LSTMCell``.
+        weight_hh: ``(4 * hidden_size, hidden_size)``, same order.
+        bias_ih, bias_hh: ``(4 * hidden_size,)`` each, or both ``None``.
+
+    Shape:
+        x: ``(N, input_size)``; h and c: ``(N, hidden_size)``. Returns ``(h', c')``, each
+        ``(N, hidden_size)``.
+    """
+    _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 4, "lstm_cell")
+    h, c = state
+    gates = x @ weight_ih.T + h @ weight_hh.T  # (N, 4H)
+    if bias_ih is not None:
+        gates = gates + bias_ih + bias_hh
+    i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (N, H), PyTorch's gate order
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    return h_new, c_new
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole sequences
+# ---------------------------------------------------------------------------------------------
+
+def rnn(x: Tensor, h0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None = None,
+        bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+    r"""An Elman RNN over a whole sequence: :func:`rnn_cell` applied at every step.
+
+    The input part :math:`x_t W_{ih}^\top + b_{ih} + b_{hh}` does not depend on the previous
+    step, so it is one matrix product for all steps; only :math:`h_{t-1} W_{hh}^\top` stays in
+    the loop. Autograd differentiates the loop (backpropagation through time).
+
+    Args:
+        x: the input sequence, time first.
+        h0: the initial hidden state.
+        weight_ih, weight_hh, bias_ih, bias_hh, nonlinearity: as in :func:`rnn_cell`.
+
+    Shape:
+        x: ``(T, N, input_size)``; h0: ``(N, hidden_size)``. Returns the hidden states of all
+        steps, ``(T, N, hidden_size)``; the last one is the final state.
+    """
+    act = _activation(nonlinearity, "rnn")
+    input_size, hidden_size = _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 1, "rnn")
+    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "rnn")
+    T, N, _ = x.shape
+    _check_state(h0, (N, hidden_size), "h0", "rnn")
+    bias = None if bias_ih is None else bias_ih + bias_hh
+    projected = _affine(x.reshape(T * N, input_size), weight_ih, bias).view(T, N, hidden_size)  # (T, N, H)
+    h, outputs = h0, []
+    for t in range(T):
+        h = act(torch.addmm(projected[t], h, weight_hh.T))  # (N, H)
+        outputs.append(h)
+    return torch.stack(outputs)  # (T, N, H)
+
+
+# Inside the fast LSTM the gates are kept in the order (o, i, f, g) instead of PyTorch's
+# (i, f, g, o): the three sigmoid gates are then one slice, and so are the three gates whose
+# gradient is a multiple of dL/dc (i, f, g). These index PyTorch's blocks of H rows.
+_TO_INNER = [3, 0, 1, 2]
+_TO_TORCH = [1, 2, 3, 0]
+
+
+def _reorder(w: Tensor, blocks: list[int]) -> Tensor:
+    """The four H-row blocks of ``w`` (4H, ...) in the order ``blocks``."""
+    H = w.shape[0] // 4
+    return w.view(4, H, *w.shape[1:])[blocks].reshape(w.shape)  # (4, H, ...) -> (4H, ...)
+
+
+class _LSTMFunction(torch.autograd.Function):
+    """A one-layer LSTM over a whole sequence, with backpropagation through time written out."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+                bias_ih: Tensor | None, bias_hh: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        T, N, I = x.shape
+        H = h0.shape[1]
+        w_ih, w_hh = _reorder(weight_ih, _TO_INNER), _reorder(weight_hh, _TO_INNER)  # (4H, I), (4H, H)
+        bias = None if bias_ih is None else _reorder(bias_ih + bias_hh, _TO_INNER)  # (4H,)
+        # All steps' input projections in one GEMM; each step then adds h W_hh^T in place and
+        # applies the activations in place, so `gates` ends up holding the activated gates.
+        gates = _affine(x.reshape(T * N, I), w_ih, bias).view(T, N, 4 * H)  # (T, N, 4H)
+        cells = x.new_empty((T, N, H))  # c_t
+        tanh_cells = x.new_empty((T, N, H))  # tanh(c_t)
+        hidden = x.new_empty((T, N, H))  # h_t: the output
+        w_hh_t = w_hh.T  # (H, 4H)
+        h, c = h0, c0
+        for t in range(T):
+            z = gates[t].addmm_(h, w_hh_t)  # (N, 4H) pre-activations
+            z[:, :3 * H].sigmoid_()  # o, i, f
+            z[:, 3 * H:].tanh_()  # g
+            o, i, f, g = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
+            c = torch.mul(f, c, out=cells[t]).addcmul_(i, g)  # c_t = f c_{t-1} + i g
+            h = torch.mul(o, torch.tanh(c, out=tanh_cells[t]), out=hidden[t])  # h_t = o tanh(c_t)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, hidden)
+        ctx.gates, ctx.cells, ctx.tanh_cells = gates, cells, tanh_cells
+        ctx.has_bias = bias is not None
+        return hidden, hidden[-1].clone(), cells[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_hidden: Tensor, grad_hn: Tensor, grad_cn: Tensor):
+        x, h0, c0, w_ih, w_hh, hidden = ctx.saved_tensors
+        gates, cells, tanh_cells = ctx.gates, ctx.cells, ctx.tanh_cells
+        T, N, I = x.shape
+        H = h0.shape[1]
+        o, i, f, g = gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H], gates[..., 3 * H:]  # (T, N, H)
+        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T, N, H): c_{t-1}
+        # What does not depend on the recursion is computed for all steps at once:
+        #   dL/d(pre-activation) = dL/dh * local_h  (gate o)   or   dL/dc * local_c  (gates i, f, g)
+        #   dL/dc_t = dL/dc_{t+1} f_{t+1} + dL/dh_t * dc_gain_t
+        local = torch.empty_like(gates)  # (T, N, 4H), inner gate order
+        torch.mul(tanh_cells, o * (1 - o), out=local[..., :H])  # o: tanh(c) sigma'
+        torch.mul(g, i * (1 - i), out=local[..., H:2 * H])  # i: g sigma'
+        torch.mul(c_prev, f * (1 - f), out=local[..., 2 * H:3 * H])  # f: c_{t-1} sigma'
+        torch.mul(i, 1 - g * g, out=local[..., 3 * H:])  # g: i tanh'
+        dc_gain = o * (1 - tanh_cells * tanh_cells)  # (T, N, H): dc_t / dh_t through h_t = o tanh(c_t)
+        local_c = local[..., H:].view(T, N, 3, H)  # (T, N, 3, H): the i, f, g part
+        grad_gates = torch.empty_like(gates)  # (T, N, 4H): dL/d(pre-activations)
+        grad_c = grad_cn.clone()  # (N, H), dL/dc_t
+        dh = torch.empty_like(grad_c)  # (N, H), dL/dh_t
+        for t in range(T - 1, -1, -1):
+            if t == T - 1:
+                torch.add(grad_hidden[t], grad_hn, out=dh)
+            else:
+                torch.addmm(grad_hidden[t], grad_gates[t + 1], w_hh, out=dh)  # via h_t -> gates_{t+1}
+                grad_c.mul_(f[t + 1])  # via c_t -> c_{t+1}
+            grad_c.addcmul_(dh, dc_gain[t])
+            torch.mul(dh, local[t, :, :H], out=grad_gates[t, :, :H])
+            torch.mul(local_c[t], grad_c.unsqueeze(1), out=grad_gates[t, :, H:].view(N, 3, H))
+        flat = grad_gates.view(T * N, 4 * H)  # (T N, 4H)
+        need = ctx.needs_input_grad
+        grad_x = (flat @ w_ih).view(T, N, I) if need[0] else None  # (T, N, I)
+        grad_h0 = grad_gates[0] @ w_hh if need[1] else None  # (N, H)
+        grad_c0 = grad_c * f[0] if need[2] else None  # (N, H)
+        grad_w_ih = _reorder(flat.T @ x.reshape(T * N, I), _TO_TORCH) if need[3] else None  # (4H, I)
+        if need[4]:
+            h_prev = torch.cat([h0.unsqueeze(0), hidden[:-1]]).view(T * N, H)  # (T N, H): h_{t-1}
+            grad_w_hh = _reorder(flat.T @ h_prev, _TO_TORCH)  # (4H, H)
+        else:
+            grad_w_hh = None
+        grad_b_ih = grad_b_hh = None
+        if ctx.has_bias and (need[5] or need[6]):
+            grad_b = _reorder(flat.sum(0), _TO_TORCH)  # (4H,)
+            grad_b_ih = grad_b if need[5] else None
+            grad_b_hh = grad_b.clone() if need[6] else None  # not the same tensor as grad_b_ih
+        return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def lstm(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, weight_hh: Tensor,
+         bias_ih: Tensor | None = None, bias_hh: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    r"""A one-layer LSTM over a whole sequence: :func:`lstm_cell` at every step, fast.
+
+    The forward pass projects all steps' inputs with one matrix product, then loops over the
+    steps with one more matrix product (:math:`h_{t-1} W_{hh}^\top`, all four gates fused) and a
+    few in-place elementwise operations each. The backward pass is written by hand: a loop
+    backwards in time carries :math:`\partial L/\partial h_t` and :math:`\partial L/\partial c_t`
+    (with :math:`\partial L/\partial c_t = \partial L/\partial c_{t+1}\, f_{t+1} + \dots`, the
+    path through the memory cell along which gradients survive), and the gradients of the
+    weights, summed over all steps, are then one matrix product each.
+
+    Args:
+        x: the input sequence, time first.
+        state: ``(h0, c0)``, the initial hidden state and memory cell.
+        weight_ih, weight_hh, bias_ih, bias_hh: as in :func:`lstm_cell`.
+
+    Shape:
+        x: ``(T, N, input_size)``; h0 and c0: ``(N, hidden_size)``. Returns ``(output, (h_n, c_n))``:
+        the hidden states of all steps ``(T, N, hidden_size)`` and the final state and cell,
+        ``(N, hidden_size)`` each.
+    """
+    input_size, hidden_size = _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 4, "lstm")
+    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "lstm")
+    T, N, _ = x.shape
+    if T == 0:
+        raise ValueError(f"lstm: expected a sequence of at least one step, got input of shape {tuple(x.shape)}")
+    h0, c0 = state
+    _check_state(h0, (N, hidden_size), "h0", "lstm")
+    _check_state(c0, (N, hidden_size), "c0", "lstm")
+    out, h_n, c_n = _LSTMFunction.apply(x.contiguous(), h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
+    return out, (h_n, c_n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------
+
+def _check_sizes(input_size: int, hidden_size: int, name: str) -> None:
+    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int {arg}, got {value!r}")
+
+
+class _Recurrent(nn.Module):
+    """Parameters shared by all four modules: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``
+    (with ``suffix``, e.g. ``_l0``), drawn from :math:`\\mathcal{U}(-1/\\sqrt{H}, 1/\\sqrt{H})`."""
+
+    def __init__(self, input_size: int, hidden_size: int, gates: int, bias: bool, suffix: str,
+                 device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        _check_sizes(input_size, hidden_size, type(self).__name__)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self._suffix = suffix
+        factory = {"device": device, "dtype": dtype}
+        G = gates * hidden_size
+        self.register_parameter("weight_ih" + suffix, nn.Parameter(torch.empty(G, input_size, **factory)))
+        self.register_parameter("weight_hh" + suffix, nn.Parameter(torch.empty(G, hidden_size, **factory)))
+        for name in ("bias_ih", "bias_hh"):
+            param = nn.Parameter(torch.empty(G, **factory)) if bias else None
+            self.register_parameter(name + suffix, param)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch.nn does."""
+        bound = 1 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound)
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        s = self._suffix
+        return (getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s),
+                getattr(self, "bias_ih" + s), getattr(self, "bias_hh" + s))
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        return s
+
+
+class _Cell(_Recurrent):
+    """What both cells do with their input: accept ``(N, input_size)`` or an unbatched ``(input_size,)``."""
+
+    def _batched(self, x: Tensor, states: list[Tensor | None]) -> tuple[Tensor, list[Tensor], bool]:
+        name = type(self).__name__
+        _check_input(x, self.input_size, (1, 2), "2-D (N, input_size) or a 1-D (input_size,)", name)
+        unbatched = x.dim() == 1
+        x = x.unsqueeze(0) if unbatched else x  # (N, input_size)
+        shape = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        out = []
+        for k, s in enumerate(states):
+            if s is None:
+                s = x.new_zeros(shape)
+            else:
+                _check_state(s, shape, ("hx", "cx")[k], name)
+            out.append(s.unsqueeze(0) if unbatched else s)  # (N, hidden_size)
+        return x, out, unbatched
+
+
+class RNNCell(_Cell):
+    r"""One step of an Elman RNN, :math:`h' = \tanh(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh})`.
+
+    Args:
+        input_size: features of each input :math:`x`.
+        hidden_size: features of the hidden state :math:`h`.
+        bias: learn ``bias_ih`` and ``bias_hh`` (default ``True``).
+        nonlinearity: ``"tanh"`` (default) or ``"relu"``.
+        device, dtype: where and in what precision to create the parameters.
+
+    Attributes:
+        weight_ih: ``(hidden_size, input_size)``.
+        weight_hh: ``(hidden_size, hidden_size)``.
+        bias_ih, bias_hh: ``(hidden_size,)``. All drawn from
+            :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})` like ``torch.nn.RNNCell``.
+
+    Shape:
+        Input: ``(N, input_size)`` or ``(input_size,)``; hx (default zeros): ``(N, hidden_size)``
+        or ``(hidden_size,)``. Output: the new hidden state, shaped like hx.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        _activation(nonlinearity, "RNNCell")
+        super().__init__(input_size, hidden_size, 1, bias, "", device, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:
+        """See :func:`rnn_cell`."""
+        x, (h,), unbatched = self._batched(x, [hx])
+        h = rnn_cell(x, h, *self._weights(), nonlinearity=self.nonlinearity)  # (N, H)
+        return h.squeeze(0) if unbatched else h
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else f"{s}, nonlinearity={self.nonlinearity!r}"
+
+
+class LSTMCell(_Cell):
+    r"""One step of an LSTM: gates input, forget, cell candidate, output, then :math:`c'` and :math:`h'`.
+
+    See :func:`lstm_cell` for the equations.
+
+    Args:
+        input_size: features of each input :math:`x`.
+        hidden_size: features of the hidden state :math:`h` and of the memory cell :math:`c`.
+        bias: learn ``bias_ih`` and ``bias_hh`` (default ``True``).
+        device, dtype: where and in what precision to create the parameters.
+
+    Attributes:
+        weight_ih: ``(4 * hidden_size, input_size)``, the rows of the gates i, f, g, o stacked.
+        weight_hh: ``(4 * hidden_size, hidden_size)``.
+        bias_ih, bias_hh: ``(4 * hidden_size,)``. All drawn from
+            :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})` like ``torch.nn.LSTMCell``.
+
+    Shape:
+        Input: ``(N, input_size)`` or ``(input_size,)``; ``(hx, cx)`` (default zeros): each
+        ``(N, hidden_size)`` or ``(hidden_size,)``. Output: ``(h', c')``, shaped like hx.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__(input_size, hidden_size, 4, bias, "", device, dtype)
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """See :func:`lstm_cell`."""
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"LSTMCell: expected hx to be a pair (h, c), got {type(hx).__name__}")
+        x, (h, c), unbatched = self._batched(x, [None, None] if hx is None else list(hx))
+        h, c = lstm_cell(x, (h, c), *self._weights())  # (N, H) each
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+
+class _Sequence(_Recurrent):
+    """What both sequence layers do with their input: time first or batch first, or unbatched."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, gates: int, bias: bool,
+                 batch_first: bool, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        name = type(self).__name__
+        if num_layers != 1:
+            raise ValueError(f"{name}: only one layer is implemented, got num_layers={num_layers!r} "
+                             f"(stack several {name} modules instead)")
+        super().__init__(input_size, hidden_size, gates, bias, "_l0", device, dtype)
+        self.num_layers, self.batch_first = 1, bool(batch_first)
+
+    def _time_first(self, x: Tensor, states: list[Tensor | None]) -> tuple[Tensor, list[Tensor], bool]:
+        """x as (T, N, input_size) and each state as (N, hidden_size); and whether x was unbatched."""
+        name = type(self).__name__
+        layout = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
+        _check_input(x, self.input_size, (2, 3), f"3-D {layout} or a 2-D (T, input_size)", name)
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(1)  # (T, 1, input_size)
+        elif self.batch_first:
+            x = x.transpose(0, 1)  # (N, T, input_size) -> (T, N, input_size)
+        N = x.shape[1]
+        shape = (1, self.hidden_size) if unbatched else (1, N, self.hidden_size)  # (num_layers, [N,] H)
+        out = []
+        for k, s in enumerate(states):
+            if s is None:
+                out.append(x.new_zeros((N, self.hidden_size)))
+            else:
+                _check_state(s, shape, ("h0", "c0")[k], name)
+                out.append(s.reshape(N, self.hidden_size))  # (1, [N,] H) -> (N, H)
+        return x, out, unbatched
+
+    def _shaped(self, output: Tensor, finals: list[Tensor], unbatched: bool) -> tuple[Tensor, list[Tensor]]:
+        """Back from (T, N, H) and (N, H) to the caller's layout."""
+        if unbatched:
+            return output.squeeze(1), finals  # (T, H); finals (1, H)
+        if self.batch_first:
+            output = output.transpose(0, 1)  # (T, N, H) -> (N, T, H)
+        return output, [s.unsqueeze(0) for s in finals]  # (1, N, H)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (", batch_first=True" if self.batch_first else "")
+
+
+class RNN(_Sequence):
+    r"""A one-layer Elman RNN over whole sequences: :func:`rnn_cell` applied at every step.
+
+    Args:
+        input_size: features of each step's input.
+        hidden_size: features of the hidden state.
+        num_layers: must be 1 (kept for the argument order of ``torch.nn.RNN``).
+        nonlinearity: ``"tanh"`` (default) or ``"relu"``.
+        bias: learn ``bias_ih_l0`` and ``bias_hh_l0`` (default ``True``).
+        batch_first: inputs and outputs are ``(N, T, features)`` instead of ``(T, N, features)``.
+        device, dtype: where and in what precision to create the parameters.
+
+    Attributes:
+        weight_ih_l0: ``(hidden_size, input_size)``.
+        weight_hh_l0: ``(hidden_size, hidden_size)``.
+        bias_ih_l0, bias_hh_l0: ``(hidden_size,)``; all from
+            :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})` like ``torch.nn.RNN``.
+
+    Shape:
+        Input: ``(T, N, input_size)`` (``(N, T, input_size)`` with ``batch_first``) or unbatched
+        ``(T, input_size)``; h0 (default zeros): ``(1, N, hidden_size)`` or ``(1, hidden_size)``.
+        Output: ``(output, h_n)``, the hidden states of all steps ``(T, N, hidden_size)`` (or
+        ``(N, T, hidden_size)``, or ``(T, hidden_size)``) and the last one, shaped like h0.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        _activation(nonlinearity, "RNN")
+        super().__init__(input_size, hidden_size, num_layers, 1, bias, batch_first, device, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """See :func:`rnn`."""
+        x, (h,), unbatched = self._time_first(x, [h0])
+        output = rnn(x, h, *self._weights(), nonlinearity=self.nonlinearity)  # (T, N, H)
+        output, (h_n,) = self._shaped(output, [output[-1]], unbatched)
+        return output, h_n
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else f"{s}, nonlinearity={self.nonlinearity!r}"
+
+
+class LSTM(_Sequence):
+    r"""A one-layer LSTM over whole sequences, with a hand-written backpropagation through time.
+
+    See :func:`lstm` for how it is computed and :func:`lstm_cell` for the equations.
+
+    Args:
+        input_size: features of each step's input.
+        hidden_size: features of the hidden state and the memory cell.
+        num_layers: must be 1 (kept for the argument order of ``torch.nn.LSTM``).
+        bias: learn ``bias_ih_l0`` and ``bias_hh_l0`` (default ``True``).
+        batch_first: inputs and outputs are ``(N, T, features)`` instead of ``(T, N, features)``.
+        device, dtype: where and in what precision to create the parameters.
+
+    Attributes:
+        weight_ih_l0: ``(4 * hidden_size, input_size)``, gates i, f, g, o stacked.
+        weight_hh_l0: ``(4 * hidden_size, hidden_size)``.
+        bias_ih_l0, bias_hh_l0: ``(4 * hidden_size,)``; all from
+            :math:`\mathcal{U}(-1/\sqrt{H}, 1/\sqrt{H})` like ``torch.nn.LSTM``.
+
+    Shape:
+        Input: ``(T, N, input_size)`` (``(N, T, input_size)`` with ``batch_first``) or unbatched
+        ``(T, input_size)``; ``(h0, c0)`` (default zeros): each ``(1, N, hidden_size)`` or
+        ``(1, hidden_size)``. Output: ``(output, (h_n, c_n))``, the hidden states of all steps
+        ``(T, N, hidden_size)`` (or ``(N, T, hidden_size)``, or ``(T, hidden_size)``) and the
+        final state and memory cell, shaped like h0.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, 4, bias, batch_first, device, dtype)
+
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """See :func:`lstm`."""
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"LSTM: expected hx to be a pair (h0, c0), got {type(hx).__name__}")
+        x, (h, c), unbatched = self._time_first(x, [None, None] if hx is None else list(hx))
+        output, (h_n, c_n) = lstm(x, (h, c), *self._weights())  # (T, N, H), (N, H), (N, H)
+        output, (h_n, c_n) = self._shaped(output, [h_n, c_n], unbatched)
+        return output, (h_n, c_n)
