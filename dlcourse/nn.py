@@ -251,3 +251,7 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+# Recurrent layers live in their own module (dlcourse.rnn), like convolution and pooling.
+from dlcourse.rnn import LSTM, RNN, LSTMCell, RNNCell  # noqa: E402
