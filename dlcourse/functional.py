@@ -173,3 +173,4 @@ from dlcourse.losses import (  # noqa: E402
 from dlcourse.conv import conv2d, conv_output_size, corr2d  # noqa: E402
 from dlcourse.pool import avg_pool2d, max_pool2d  # noqa: E402
 from dlcourse.attention import scaled_dot_product_attention  # noqa: E402
+from dlcourse.rnn import lstm, lstm_cell, rnn, rnn_cell  # noqa: E402
