@@ -198,6 +198,27 @@ def test_cross_entropy_ignore_index_matches_torch(ignore_index, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_cross_entropy_many_classes_and_int32_targets(scale, device):
+    """The exponentials are computed as powers of 2 (faster on CPUs): still as accurate as torch's, in float32."""
+    g = _gen("ce-wide", scale)
+    logits = scale * torch.randn(64, 100, generator=g)
+    target = torch.randint(0, 100, (64,), generator=g, dtype=torch.int32)
+    torch_ce = lambda x, t: F.cross_entropy(x, t.long())  # noqa: E731 (torch wants int64 indices)
+    _compare(cross_entropy, torch_ce, [logits.to(device), target.to(device)], grad_of=[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_with_every_target_ignored_is_nan_like_torch(device):
+    logits = torch.randn(3, 4, device=device, requires_grad=True)
+    target = torch.full((3,), -100, device=device)
+    loss = cross_entropy(logits, target)
+    assert torch.isnan(loss) and torch.isnan(F.cross_entropy(logits, target))
+    loss.backward()
+    assert logits.grad is not None and logits.grad.shape == (3, 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_cross_entropy_gradcheck(device):
     _skip_unsupported(device, torch.float64)
     g = _gen("ce-gradcheck")
