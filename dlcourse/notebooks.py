@@ -1,8 +1,11 @@
-"""Keep committed notebooks clean: no outputs, no execution counts, no per-user metadata.
+"""Keep committed notebooks clean (no outputs, no execution counts, no per-user metadata) and
+give each one the standard set-up cell that installs ``dlcourse`` where it is missing (Colab).
 
-    python -m dlcourse.notebooks strip book solutions labs   # rewrite in place
-    python -m dlcourse.notebooks check book solutions labs   # exit 1 listing dirty notebooks
-    python -m dlcourse.notebooks cache-guard _build           # drop stale executed outputs
+    python -m dlcourse.notebooks strip book solutions labs           # rewrite in place
+    python -m dlcourse.notebooks check book solutions labs           # exit 1 listing dirty notebooks
+    python -m dlcourse.notebooks cache-guard _build                   # drop stale executed outputs
+    python -m dlcourse.notebooks setup-cell book/*.ipynb solutions    # insert or refresh the set-up cell
+    python -m dlcourse.notebooks setup-cell --check book solutions    # exit 1 listing stale ones
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Notebook-level metadata worth keeping; everything else (widget state, execution timing,
 # editor layout) is per-run noise.
@@ -93,11 +97,117 @@ def cache_guard(build_dir: str | Path) -> bool:
     return stale
 
 
+# The set-up cell: the first code cell of every chapter and lab. It is recognised by its id and its
+# tag; the tag also makes the book show it collapsed ("hide-cell").
+SETUP_CELL_ID = "dlcourse-setup"
+SETUP_CELL_TAGS = ["dlcourse-setup", "hide-cell"]
+SETUP_CELL_TEMPLATE = """\
+# Set-up: installs the course package only where it is missing (on Colab, say); elsewhere it does nothing.
+try:
+    import dlcourse
+except ImportError:
+    import importlib
+    import subprocess
+    import sys
+
+    # The repository and branch are the ones set in the book's _config.yml.
+    requirement = "{requirement}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", requirement], check=True)
+    importlib.invalidate_caches()
+    import dlcourse"""
+
+
+def find_config(start: str | Path) -> Path:
+    """The book's ``_config.yml``: in ``start`` (a file or folder) or the nearest folder above it."""
+    start = Path(start).resolve()
+    for folder in [start, *start.parents] if start.is_dir() else start.parents:
+        if (folder / "_config.yml").is_file():
+            return folder / "_config.yml"
+    raise FileNotFoundError(f"no _config.yml in {start} or any folder above it")
+
+
+def repository(config: str | Path) -> tuple[str, str]:
+    """``(url, branch)`` of the repository, from the ``repository:`` section of ``_config.yml``."""
+    import yaml  # a book dependency, not one of the package's
+
+    repo = (yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}).get("repository") or {}
+    url, branch = repo.get("url"), repo.get("branch", "main")
+    if not url:
+        raise ValueError(f"{config}: expected repository.url to be set, got {repo!r}")
+    return str(url).rstrip("/"), str(branch)
+
+
+def setup_cell_source(url: str, branch: str) -> str:
+    """The source of the set-up cell that installs ``dlcourse`` from ``url`` at ``branch``."""
+    return SETUP_CELL_TEMPLATE.format(requirement=f"dlcourse @ git+{url}@{branch}")
+
+
+def _source(cell: dict[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _is_setup_cell(cell: dict[str, Any]) -> bool:
+    return cell.get("id") == SETUP_CELL_ID or SETUP_CELL_ID in cell.get("metadata", {}).get("tags", [])
+
+
+def setup_cell_problem(nb: dict[str, Any], source: str) -> str | None:
+    """Why ``nb`` lacks the current set-up cell as its first code cell (``None`` when it has it)."""
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    if not code or not _is_setup_cell(code[0]):
+        return "no set-up cell as the first code cell"
+    cell = code[0]
+    if _source(cell) != source:
+        return "the set-up cell is out of date"
+    if cell.get("id") != SETUP_CELL_ID or cell.get("metadata", {}).get("tags") != SETUP_CELL_TAGS:
+        return "the set-up cell lacks its id or tags"
+    if sum(map(_is_setup_cell, nb["cells"])) != 1:
+        return "more than one set-up cell"
+    return None
+
+
+def add_setup_cell(nb: dict[str, Any], source: str) -> dict[str, Any]:
+    """Return ``nb`` with exactly one set-up cell, placed just before its first other code cell.
+
+    Idempotent: an existing set-up cell is replaced, wherever it was.
+    """
+    cells = [c for c in nb.get("cells", []) if not _is_setup_cell(c)]
+    cell = {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID,
+            "metadata": {"tags": list(SETUP_CELL_TAGS)}, "outputs": [], "source": source.splitlines(keepends=True)}
+    first_code = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), len(cells))
+    nb["cells"] = cells[:first_code] + [cell] + cells[first_code:]
+    return nb
+
+
+def setup_cell_command(paths: Iterable[str | Path], check: bool) -> int:
+    """``setup-cell``: refresh (or with ``check``, only report) the set-up cell of each notebook."""
+    stale = 0
+    for path in notebooks(paths):
+        source = setup_cell_source(*repository(find_config(path)))
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        found = setup_cell_problem(nb, source)
+        if found is None:
+            continue
+        stale += 1
+        if check:
+            print(f"{path}: {found}")
+        else:
+            _write(path, add_setup_cell(nb, source))
+            print(f"set-up cell written to {path}")
+    if check and stale:
+        print(f"{stale} notebook(s) need `python -m dlcourse.notebooks setup-cell FILES...`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlcourse.notebooks", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["strip", "check", "cache-guard"])
+    parser.add_argument("command", choices=["strip", "check", "cache-guard", "setup-cell"])
     parser.add_argument("paths", nargs="+", help="notebooks or folders (cache-guard: the build folder)")
+    parser.add_argument("--check", action="store_true", help="setup-cell: only report, exit 1 if any is stale")
     args = parser.parse_args(argv)
+    if args.command == "setup-cell":
+        return setup_cell_command(args.paths, args.check)
     if args.command == "cache-guard":
         if cache_guard(args.paths[0]):
             print("dlcourse changed since the last build: notebooks will be executed again")
