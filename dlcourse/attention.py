@@ -55,7 +55,7 @@ class _Attention(torch.autograd.Function):
     """softmax(scale * q k^T + mask) v on 3-D tensors (B, L, E), with the closed-form backward."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, add_mask: Tensor | None, keep: Tensor | None,
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, add_mask: Tensor | None, forbid: Tensor | None,
                 scale: float) -> Tensor:
         B, L, _ = q.shape
         S = k.shape[1]
@@ -65,11 +65,11 @@ class _Attention(torch.autograd.Function):
             scores = torch.baddbmm(add_mask.expand(B, L, S), q, kt, alpha=scale)  # (B, L, S)
         else:
             scores = torch.bmm(q, kt).mul_(scale)  # (B, L, S)
-        if keep is not None:
-            scores.masked_fill_(keep.logical_not(), -math.inf)
+        if forbid is not None:
+            scores.masked_fill_(forbid, -math.inf)
         # softmax over the keys, in place: exp(s - max) / sum
         row_max = scores.amax(dim=-1, keepdim=True)  # (B, L, 1)
-        masked = add_mask is not None or keep is not None
+        masked = add_mask is not None or forbid is not None
         if masked:  # a row that sees no key at all: max = -inf; give it weights 0 (as PyTorch)
             row_max.masked_fill_(row_max == -math.inf, 0.0)
         probs = scores.sub_(row_max).exp_()  # (B, L, S), reuses the scores' memory
@@ -159,9 +159,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
     q3 = q.expand(*batch, L, E).reshape(B, L, E)  # (B, L, E)
     k3 = k.expand(*batch, S, E).reshape(B, S, E)  # (B, S, E)
     v3 = v.expand(*batch, S, Ev).reshape(B, S, Ev)  # (B, S, Ev)
-    add_mask = keep = None
+    add_mask = forbid = None
     if is_causal:
-        keep = causal_mask(L, S, device=q.device)  # (L, S), broadcast over B
+        forbid = torch.ones(L, S, dtype=torch.bool, device=q.device).triu(1)  # (L, S): the future, j > i
     elif attn_mask is not None:
         _require_tensor(attn_mask, "attn_mask")
         try:
@@ -177,12 +177,12 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
         else:
             mask = mask.reshape(1, *mask.shape[-2:]) if mask.dim() >= 2 else mask.reshape(1, 1, -1)  # (1, ., .)
         if mask.dtype == torch.bool:
-            keep = mask
+            forbid = mask.logical_not()  # True where a query may NOT look
         elif mask.dtype == q.dtype:
             add_mask = mask
         else:
             raise ValueError(f"scaled_dot_product_attention: expected a bool attn_mask or one of the "
                              f"inputs' dtype {q.dtype}, got {mask.dtype}")
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
-    out = _Attention.apply(q3, k3, v3, add_mask, keep, scale)  # (B, L, Ev)
+    out = _Attention.apply(q3, k3, v3, add_mask, forbid, scale)  # (B, L, Ev)
     return out.reshape(*batch, L, Ev)  # (..., L, Ev)
