@@ -1,0 +1,169 @@
+"""Where student code runs during autograding: a kernel in its own Linux namespaces, under limits.
+
+nbgrader runs a submission's code with the grader's own permissions: it could read
+``solutions/`` and the gradebook (which holds the hidden tests), overwrite other students'
+grades, or reach the network. Here each kernel starts inside fresh mount, PID, network, IPC
+and UTS namespaces made by util-linux's ``unshare`` (part of every Debian and Ubuntu system,
+nothing to install), in a minimal read-only root that holds the Python installation, the
+virtual environment and the ``dlcourse`` package, plus one writable scratch folder (see
+:mod:`dlcourse.grading._jail` for the steps). Started as root, the kernel then runs as the
+unprivileged user ``nobody``; started as another user, ``unshare --user`` maps that user to
+root inside a user namespace (the kernel keeps no privilege outside it). The kernel talks to
+the grader through Unix sockets in its scratch folder (ZeroMQ ``ipc``), since its network
+namespace has no interface up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Any as AnyTrait
+from traitlets import Unicode
+
+JAIL = Path(__file__).with_name("_jail.py")
+NOBODY = 65534  # uid and gid of ``nobody`` on Debian
+# Environment variables a kernel gets (everything else, tokens and credentials included, is dropped).
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+            "MKL_NUM_THREADS", "MPLBACKEND", "NBGRADER_EXECUTION", "CUDA_VISIBLE_DEVICES")
+
+
+@dataclass
+class Limits:
+    """Resource limits of one kernel (one submission).
+
+    Attributes:
+        cpu_s: CPU seconds before the kernel is killed (``RLIMIT_CPU``).
+        wall_s: wall-clock seconds before the kernel is killed, whatever it does.
+        memory_mb: private memory (``RLIMIT_DATA``): an allocation beyond it fails with a
+            ``MemoryError`` or ``RuntimeError`` in the cell that asked for it.
+        file_mb: largest file the kernel may write (``RLIMIT_FSIZE``).
+        tmp_mb: size of the private ``/tmp`` and ``/dev/shm``.
+        files: open file descriptors.
+        processes: processes and threads of the sandbox user (``RLIMIT_NPROC``, when the kernel
+            runs as ``nobody``).
+    """
+
+    cpu_s: int = 600
+    wall_s: int = 900
+    memory_mb: int = 4096
+    file_mb: int = 64
+    tmp_mb: int = 64
+    files: int = 512
+    processes: int = 1024
+
+
+@dataclass
+class Sandbox:
+    """How to wrap a kernel command so that it runs isolated (see the module docstring).
+
+    Attributes:
+        limits: the resource limits.
+        read_only: extra paths visible (read-only) inside, besides the Python installation, the
+            virtual environment and the ``dlcourse`` package.
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    read_only: tuple[str, ...] = ()
+
+    def visible_paths(self) -> list[str]:
+        package = Path(__file__).resolve().parents[1]  # dlcourse/, not the repository around it
+        paths = ["/usr", "/etc", sys.base_prefix, sys.prefix, str(package),
+                 *self.read_only]
+        return [p for p in dict.fromkeys(os.path.realpath(p) for p in paths)]
+
+    def command(self, argv: list[str], job: Path, env: dict[str, str]) -> list[str]:
+        """``argv`` wrapped to run in the sandbox, with ``job/work`` as its writable scratch folder.
+
+        Raises:
+            RuntimeError: the sandbox cannot start on this machine (the message says why).
+        """
+        problem = unavailable()
+        if problem:
+            raise RuntimeError(f"the grading sandbox cannot start here: {problem}")
+        return self._command(argv, job, env)
+
+    def _command(self, argv: list[str], job: Path, env: dict[str, str]) -> list[str]:
+        work, root = job / "work", job / "root"
+        work.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        as_root = os.getuid() == 0
+        kernel_env = {k: env[k] for k in KEPT_ENV if k in env}
+        kernel_env.update(HOME=str(work), TMPDIR="/tmp", IPYTHONDIR=str(work / ".ipython"),
+                          MPLCONFIGDIR=str(work / ".matplotlib"), PYTHONDONTWRITEBYTECODE="1",
+                          JUPYTER_RUNTIME_DIR=str(work))
+        spec = {
+            "root": str(root), "cwd": str(work), "read_only": self.visible_paths(), "writable": [str(work)],
+            "devices": [d for d in os.listdir("/dev") if d.startswith("nvidia")],
+            "uid": NOBODY if as_root else None, "gid": NOBODY if as_root else None,
+            "limits": asdict(self.limits), "tmp_mb": self.limits.tmp_mb, "env": kernel_env,
+        }
+        spec_file = job / "sandbox.json"
+        spec_file.write_text(json.dumps(spec, indent=1))
+        if as_root:
+            for path in [work, *work.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+        return [*unshare_prefix(), sys.executable, "-I", "-S", str(JAIL), str(spec_file), "--", *argv]
+
+
+def unshare_prefix() -> list[str]:
+    """The ``unshare`` command that creates the namespaces (a user namespace too when not root)."""
+    user = [] if os.getuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
+
+
+@lru_cache(maxsize=1)
+def unavailable() -> str | None:
+    """``None`` when the sandbox works on this machine, else the reason it does not (tried once)."""
+    if sys.platform != "linux":
+        return f"it needs Linux namespaces (this is {sys.platform})"
+    if shutil.which("unshare") is None:
+        return "the `unshare` command (Debian package util-linux) is missing"
+    with tempfile.TemporaryDirectory(prefix="dlcourse-sandbox-probe-") as tmp:
+        os.chmod(tmp, 0o755)
+        argv = [sys.executable, "-I", "-S", "-c", "print('ok')"]
+        try:
+            cmd = Sandbox(limits=Limits(cpu_s=10, wall_s=30))._command(argv, Path(tmp), dict(os.environ))
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as err:
+            return f"starting it failed: {err}"
+        if proc.returncode != 0 or proc.stdout.strip() != "ok":
+            return f"`{' '.join(unshare_prefix())}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
+    return None
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernels run in a :class:`Sandbox`, connected over Unix sockets.
+
+    ``job`` is a folder of the grader's; the kernel sees only ``job/work`` (its scratch folder,
+    which also holds the connection file and the sockets).
+    """
+
+    job = Unicode(help="the folder of this kernel's sandbox; job/work is its scratch folder")
+    sandbox = AnyTrait(help="a dlcourse.grading.sandbox.Sandbox")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        work = Path(self.job) / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.job, 0o755)
+        self.transport = "ipc"
+        self.ip = str(work / "kernel")
+        self.connection_file = str(work / "kernel.json")
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        env = dict(kw.pop("env", os.environ))
+        wrapped = self.sandbox.command(list(kernel_cmd), Path(self.job), env)
+        kw["cwd"] = self.job
+        kw["stdout"] = kw["stderr"] = subprocess.DEVNULL  # the kernel's banner; errors come as messages
+        kw["env"] = {k: env[k] for k in ("PATH", "LANG") if k in env}
+        await super()._async_launch_kernel(wrapped, **kw)
