@@ -3,6 +3,11 @@
 Chapters call :func:`fit` instead of writing the loop again, except where the loop itself is
 what a chapter teaches. It moves batches to the model's device, shows a ``tqdm`` progress bar,
 uses automatic mixed precision on CUDA only, and returns a :class:`History`.
+
+Started by ``torchrun --nproc_per_node=N``, the same call trains data-parallel: every process
+trains a copy of the model on its own share of each epoch, gradients are averaged across the
+processes after every backward pass (``DistributedDataParallel``), and the metrics in the
+:class:`History` are averaged over all of them (see :mod:`dlcourse.distributed`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dlcourse import distributed as dd
 from dlcourse.device import get_device
 
 __all__ = ["fit", "evaluate", "accuracy", "History"]
@@ -96,6 +102,46 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
+def _evaluate_sums(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tensor], Tensor] | None,
+                   metrics: Mapping[str, Metric] | None, device: torch.device) -> tuple[dict[str, float], int]:
+    # Totals over the samples (batch mean times batch size) and the sample count, in eval mode.
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    if loss_fn is not None:
+        sums["loss"] = 0.0
+    sums.update({name: 0.0 for name in metrics or {}})
+    count = 0
+    try:
+        for batch in loader:
+            x, y = _split(_to(batch, device))
+            out = model(x)
+            n = len(y)
+            count += n
+            if loss_fn is not None:
+                loss = loss_fn(out, y)
+                _check_scalar(loss, "evaluate")
+                sums["loss"] += float(loss) * n
+            for name, metric in (metrics or {}).items():
+                sums[name] += float(metric(out, y)) * n
+    finally:
+        model.train(was_training)
+    return sums, count
+
+
+def _means(sums: dict[str, float], count: int, distributed: bool, empty_message: str) -> dict[str, float]:
+    # Sample-weighted means: over this process's samples, or over those of every rank.
+    if distributed:
+        try:
+            return dd.all_reduce_weighted_mean(sums, count)
+        except ValueError:
+            raise ValueError(empty_message) from None
+    if count == 0:
+        raise ValueError(empty_message)
+    return {k: v / count for k, v in sums.items()}
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
              metrics: Mapping[str, Metric] | None = None, device: torch.device | str | None = None) -> dict[str, float]:
     """Average loss and metrics of ``model`` over ``loader``, in eval mode, without gradients.
@@ -118,27 +164,8 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
         ValueError: the loader yields no batches, a batch is not a pair, or the loss is not a scalar.
     """
     device = get_device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    count = 0
-    try:
-        for batch in loader:
-            x, y = _split(_to(batch, device))
-            out = model(x)
-            n = len(y)
-            count += n
-            if loss_fn is not None:
-                loss = loss_fn(out, y)
-                _check_scalar(loss, "evaluate")
-                sums["loss"] = sums.get("loss", 0.0) + float(loss) * n
-            for name, metric in (metrics or {}).items():
-                sums[name] = sums.get(name, 0.0) + float(metric(out, y)) * n
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate: the loader yielded no batches")
-    return {k: v / count for k, v in sums.items()}
+    sums, count = _evaluate_sums(model, loader, loss_fn, metrics, device)
+    return _means(sums, count, False, "evaluate: the loader yielded no batches")
 
 
 def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -161,11 +188,20 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
             stepped with the epoch's validation loss, or the training loss without ``val_loader``).
         amp: automatic mixed precision; ``None`` turns it on for CUDA only (never on CPU/MPS).
         grad_clip: clip the global gradient norm to this value.
-        progress: show a progress bar over epochs with the latest numbers.
+        progress: show a progress bar over epochs with the latest numbers (on rank 0 only).
 
     Returns:
         A :class:`History` with ``train_loss``, ``train_<metric>`` and, with ``val_loader``,
         ``val_loss`` and ``val_<metric>``: one value per epoch.
+
+    In a ``torchrun`` job of two or more processes (or with a process group already
+    initialised), ``fit`` joins the group (:func:`dlcourse.distributed.init`: gloo on CPU,
+    NCCL on CUDA, where process ``LOCAL_RANK`` moves the model to ``cuda:<LOCAL_RANK>``),
+    wraps the model in ``DistributedDataParallel`` (which first copies rank 0's parameters to
+    every rank), gives each rank its share of a ``DataLoader`` (a ``DistributedSampler``
+    reseeded every epoch, the same batch size per process; the validation set is split
+    without repeats), and averages every number in the History over all samples of all ranks,
+    so it is the same on every rank. ``model`` itself holds the trained parameters afterwards.
 
     Raises:
         ValueError: ``epochs`` is not a positive int, ``amp=True`` off CUDA, the loader yields
@@ -178,26 +214,43 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
     if device is not None:
         model.to(get_device(device))  # an unavailable device fails here, with a clear message
     device = _model_device(model)
+    distributed = dd.launched_by_torchrun() or dd.is_distributed()
+    if distributed:
+        if device.type == "cuda":
+            device = dd.process_device("cuda")  # one GPU per process: cuda:<LOCAL_RANK>
+            model.to(device)
+        dd.init(device=device)
+        net = dd.wrap_model(model)  # gradients are averaged across ranks in every backward pass
+        train_loader = dd.shard_loader(train_loader, train=True)
+        if val_loader is not None:
+            val_loader = dd.shard_loader(val_loader, train=False)
+    else:
+        net = model
     use_amp = (device.type == "cuda") if amp is None else bool(amp)
     if use_amp and device.type != "cuda":
         raise ValueError(f"fit: mixed precision (amp=True) needs a CUDA device, the model is on {device}")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     metrics = dict(metrics or {})
     history = History()
-    bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not progress)
-    for _ in bar:
-        model.train()
+    bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not progress or not dd.is_main_process())
+    for epoch in bar:
+        if isinstance(getattr(train_loader, "sampler", None), torch.utils.data.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+        net.train()
         sums = {"loss": 0.0, **{k: 0.0 for k in metrics}}
         count = 0
         for batch in train_loader:
             x, y = _split(_to(batch, device))
             with _autocast(device, use_amp):
-                out = model(x)
+                out = net(x)
                 loss = loss_fn(out, y)
             _check_scalar(loss, "fit")
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            # All ranks stop together, or the others would wait for this one forever.
+            if dd.any_rank(not finite) if distributed else not finite:
+                where = loss.item() if not finite else "NaN or infinite on another rank"
                 raise FloatingPointError(
-                    f"fit: the loss became {loss.item()} at epoch {history.epochs + 1}; "
+                    f"fit: the loss became {where} at epoch {history.epochs + 1}; "
                     "try a smaller learning rate or check the inputs for NaN"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -213,12 +266,12 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
             with torch.no_grad():
                 for name, metric in metrics.items():
                     sums[name] += float(metric(out.float(), y)) * n
-        if count == 0:
-            raise ValueError("fit: the training loader yielded no batches")
-        for k, v in sums.items():
-            history.setdefault(f"train_{k}", []).append(v / count)
+        for k, v in _means(sums, count, distributed, "fit: the training loader yielded no batches").items():
+            history.setdefault(f"train_{k}", []).append(v)
         if val_loader is not None:
-            for k, v in evaluate(model, val_loader, loss_fn, metrics, device).items():
+            # The plain model, not the DDP wrapper: each rank evaluates its own shard, no collective inside.
+            val_sums, val_count = _evaluate_sums(model, val_loader, loss_fn, metrics, device)
+            for k, v in _means(val_sums, val_count, distributed, "evaluate: the loader yielded no batches").items():
                 history.setdefault(f"val_{k}", []).append(v)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(history["val_loss" if "val_loss" in history else "train_loss"][-1])
