@@ -22,9 +22,12 @@ these; the keys above keep their meaning.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from dlcourse import functional as F
 from dlcourse.device import get_device
 
 Step = Callable[[], None]  # one forward + backward pass
+PUBLISHED = Path("book") / "data" / "bench-results.json"  # what the book's Performance page shows
 
 
 @dataclass
@@ -176,6 +180,230 @@ CASES: list[Case] = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Time to accuracy: how long the book's own training recipes take to reach their stated goal
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Task:
+    """One time-to-accuracy task: a name, the goal in words, and the routine that trains to it."""
+
+    key: str  # the key in ``time_to_accuracy``
+    goal: str  # e.g. "test accuracy >= 97%"
+    run: Callable[[torch.device, bool], dict]  # (device, quick) -> seconds, reached, value, ... (see _task_result)
+
+
+def _task_result(seconds: float | None, reached: bool, value: float | None, metric: str, target: float,
+                 budget: str, **extra) -> dict:
+    """The details of a time-to-accuracy task; ``seconds`` is ``None`` where the goal was not reached."""
+    return {"seconds": seconds if reached else None, "reached": reached, "metric": metric, "value": value,
+            "target": target, "budget": budget, **extra}
+
+
+MNIST_TARGET = 0.97  # test accuracy the pooling chapter's CNN must reach
+MNIST_EPOCHS = 10  # the chapter's cosine schedule runs over 10 epochs; the run stops early at the target
+
+
+def _mnist_cnn_time_to_accuracy(device: torch.device, quick: bool) -> dict:
+    """The pooling chapter's CNN trained as the chapter trains it, until the test accuracy reaches 97%.
+
+    Adam (learning rate 2e-3) with a cosine decay over 10 epochs, batches of 64, seed 0, on the
+    4,000/1,000 split of ``load_mnist``; the test set is scored after every epoch and the clock
+    (data loading excluded, evaluation included) stops at the first epoch at or above the target.
+    ``quick``: 256 training and 128 test digits, one epoch (checks that it runs, reaches nothing).
+    """
+    import dlcourse
+    from dlcourse import data, train
+    from dlcourse.models import mnist_cnn
+
+    train_set, test_set = data.load_mnist()
+    epochs = MNIST_EPOCHS
+    if quick:
+        train_set = torch.utils.data.Subset(train_set, range(256))
+        test_set = torch.utils.data.Subset(test_set, range(128))
+        epochs = 1
+    dlcourse.seed_everything(0)
+    train_loader, test_loader = data.make_dataloaders(train_set, test_set, batch_size=64, device=device, seed=0)
+    model = mnist_cnn(torch.nn).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=MNIST_EPOCHS)
+    curve = []
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        train.fit(model, train_loader, TF.cross_entropy, optimizer, 1, scheduler=scheduler, progress=False)
+        curve.append(train.evaluate(model, test_loader, metrics={"accuracy": train.accuracy})["accuracy"])
+        if curve[-1] >= MNIST_TARGET:
+            break
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    return _task_result(seconds, curve[-1] >= MNIST_TARGET, curve[-1], "test accuracy", MNIST_TARGET,
+                        f"{epochs} epochs", epochs=len(curve), curve=curve, run_seconds=seconds)
+
+
+def _tiny_gpt_time_to_loss(device: torch.device, quick: bool) -> dict:
+    """The transformer chapter's tiny GPT trained with the chapter's recipe to its stated validation loss.
+
+    Uses ``dlcourse.transformer``'s chapter recipe: ``time_to_loss(device=..., quick=...)``
+    returning ``{"seconds", "reached", "val_loss", "target", "steps", "max_steps"}``.
+    """
+    from dlcourse import transformer  # ImportError until dlcourse/transformer.py exists
+
+    out = transformer.time_to_loss(device=device, quick=quick)  # AttributeError until it has the recipe
+    return _task_result(out["seconds"], bool(out["reached"]), out["val_loss"], "validation loss", out["target"],
+                        f"{out['max_steps']} steps", steps=out["steps"])
+
+
+TASKS: list[Task] = [
+    Task("mnist_cnn", f"MNIST 5k, test accuracy >= {MNIST_TARGET:.0%}", _mnist_cnn_time_to_accuracy),
+    Task("tiny_gpt", "tiny GPT, the chapter's validation loss", _tiny_gpt_time_to_loss),
+]
+
+
+def time_to_accuracy(task: Task, device: torch.device, quick: bool = False) -> dict:
+    """Run one task; a task whose code is not written yet reports so instead of failing."""
+    try:
+        result = task.run(device, quick)
+    except (ImportError, AttributeError) as error:
+        status = f"not available yet ({type(error).__name__}: {str(error).split(' (')[0]})"
+        return {**_task_result(None, False, None, "", float("nan"), ""), "target": None, "status": status,
+                "goal": task.goal, "quick": quick}
+    return {**result, "status": "ok", "goal": task.goal, "quick": quick}
+
+
+# ---------------------------------------------------------------------------------------------
+# The book: every chapter and lab solution executed as a reader would, timed, its memory watched
+# ---------------------------------------------------------------------------------------------
+
+CHAPTER_BUDGET_S = 60.0  # every chapter on 2 CPU cores
+LAB_BUDGET_S = 30.0  # every lab solution
+BOOK_BUDGET_S = 8 * 60.0  # all of them together
+MEMORY_BUDGET_MIB = 2048.0  # peak resident memory of one notebook's kernel (and its children)
+
+
+def book_notebooks(root: Path = Path(".")) -> list[Path]:
+    """The notebooks the book runs: every ``.ipynb`` chapter in ``_toc.yml`` outside ``labs/``
+    (the student labs cannot run unsolved), then every lab solution in ``solutions/``."""
+    import yaml
+
+    def files(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["file"]] if "file" in node else []
+            return own + [f for key in ("parts", "chapters", "sections") for f in files(node.get(key, []))]
+        if isinstance(node, list):
+            return [f for item in node for f in files(item)]
+        return []
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    entries = [toc["root"], *files(toc)]
+    chapters = [Path(f"{e}.ipynb") for e in entries if not e.startswith("labs/")]
+    chapters = [c for c in dict.fromkeys(chapters) if (root / c).exists()]
+    return chapters + sorted(Path(p).relative_to(root) for p in root.glob("solutions/*/*.ipynb"))
+
+
+_EXECUTE = """
+import json, resource, sys, time
+import nbformat
+from nbclient import NotebookClient
+path, timeout = sys.argv[1], float(sys.argv[2])
+nb = nbformat.read(path, as_version=4)
+start = time.perf_counter()
+error = None
+try:
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": sys.argv[3]}}).execute()
+except Exception as e:  # a failing cell: report it, with the time and memory so far
+    error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+seconds = time.perf_counter() - start
+kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel's peak, once it has exited (Linux: KiB)
+print(json.dumps({"seconds": seconds, "kernel_maxrss_mib": kib / 1024, "error": error}))
+"""
+
+
+def run_notebook(path: Path, timeout_s: float = 600.0, poll_s: float = 0.1) -> dict:
+    """Execute one notebook top to bottom in a fresh kernel; its wall time and peak memory.
+
+    A separate Python process runs ``nbclient`` (which starts the kernel), so nothing is shared
+    between notebooks. The peak memory (MiB) is the larger of the kernel's own peak resident set
+    (``getrusage``, exact) and the largest sum over the kernel and its child processes seen by
+    polling every ``poll_s`` seconds (catches DataLoader workers and the like).
+    """
+    import psutil
+
+    path = Path(path)
+    proc = subprocess.Popen([sys.executable, "-c", _EXECUTE, str(path), str(timeout_s), str(path.parent.resolve())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    watcher = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, sum(c.memory_info().rss for c in watcher.children(recursive=True)))
+        except psutil.Error:  # a process ended between listing and reading it
+            pass
+        time.sleep(poll_s)
+    stdout, stderr = proc.communicate()
+    try:
+        report = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"seconds": None, "peak_mib": None, "status": f"failed: {stderr.strip()[-300:]}"}
+    return {"seconds": report["seconds"], "peak_mib": max(peak / 2**20, report["kernel_maxrss_mib"]),
+            "status": "ok" if report["error"] is None else f"failed: {report['error']}"}
+
+
+def notebooks_from_cache(paths: list[Path], build: Path = Path("_build")) -> dict[str, dict]:
+    """Execution times recorded by the last ``make book`` (jupyter-cache) for the notebooks whose
+    current code it executed; no memory, and lab solutions (not in the site) are absent."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    if not (build / ".jupyter_cache").exists():
+        return {}
+    cache = get_cache(build / ".jupyter_cache")
+    found = {}
+    for path in paths:
+        try:
+            record = cache.match_cache_notebook(nbformat.read(path, as_version=4))  # this very code, else KeyError
+        except (KeyError, ValueError, OSError):
+            continue
+        seconds = (record.data or {}).get("execution_seconds")
+        if seconds is not None:
+            found[path.as_posix()] = {"seconds": seconds, "peak_mib": None, "status": "ok (from the book's cache)"}
+    return found
+
+
+def notebook_summary(notebooks: dict[str, dict], expected: int | None = None) -> dict:
+    """The budgets, and which notebooks keep them: a chapter <= 60 s, a lab <= 30 s, all <= 8 min, <= 2 GiB each.
+
+    The whole-book budget is judged only when all ``expected`` notebooks (default: as many as
+    given) were timed.
+    """
+    def over(key: str, limit: float, which=lambda p: True) -> list[str] | None:
+        values = {p: d[key] for p, d in notebooks.items() if which(p)}
+        if not values or any(v is None for v in values.values()):
+            return None  # not measured
+        return [p for p, v in values.items() if v > limit]
+
+    def lab(p: str) -> bool:
+        return p.startswith("solutions/")
+
+    total = sum(d["seconds"] for d in notebooks.values() if d["seconds"] is not None)
+    checks = {
+        "chapter_s": (CHAPTER_BUDGET_S, over("seconds", CHAPTER_BUDGET_S, lambda p: not lab(p))),
+        "lab_s": (LAB_BUDGET_S, over("seconds", LAB_BUDGET_S, lab)),
+        "peak_mib": (MEMORY_BUDGET_MIB, over("peak_mib", MEMORY_BUDGET_MIB)),
+    }
+    failed = [p for p, d in notebooks.items() if not d["status"].startswith("ok")]
+    summary = {"count": len(notebooks), "total_s": total, "failed": failed,
+               "targets": {name: {"limit": limit, "over": bad, "met": None if bad is None else not bad}
+                           for name, (limit, bad) in checks.items()}}
+    complete = (bool(notebooks) and len(notebooks) == (len(notebooks) if expected is None else expected)
+                and all(d["seconds"] is not None for d in notebooks.values()))
+    summary["targets"]["book_s"] = {"limit": BOOK_BUDGET_S, "over": None,
+                                    "met": bool(total <= BOOK_BUDGET_S) if complete else None}
+    return summary
+
+
 def _synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a timing covers the computation and not just its launch."""
     if device.type == "cuda":
@@ -253,21 +481,66 @@ def _load_average() -> float | None:
         return None
 
 
+def _machine() -> str:
+    """The processor and core count, in words, e.g. ``"x86_64, Intel(R) Xeon(R) ..., 2 cores"``."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {name}, {os.cpu_count()} logical cores"
+
+
 def run(device: torch.device, quick: bool = False, repeats: int = 50, only: list[str] | None = None,
-        budget_s: float = 15.0) -> dict:
-    """Measure every case (or those named in ``only``); return the JSON-ready results."""
+        budget_s: float = 15.0, notebooks: str = "none", notebook_patterns: list[str] | None = None,
+        notebook_timeout_s: float = 600.0) -> dict:
+    """Measure every ratio case and time-to-accuracy task (or those named in ``only``) and the
+    notebooks (``notebooks``: ``"run"`` executes them, ``"cache"`` reads the book build's times,
+    ``"none"`` skips them; ``notebook_patterns`` restricts them by glob); the JSON-ready results."""
     cases = [c for c in CASES if only is None or c.key in only or c.op in only]
-    if only is not None and not cases:
-        raise ValueError(f"bench: no case named {only}; the cases are {[c.key for c in CASES]}")
+    tasks = [t for t in TASKS if only is None or t.key in only]
+    if only is not None and not cases and not tasks:
+        raise ValueError(f"bench: no case named {only}; the cases are {[c.key for c in CASES]} "
+                         f"and the tasks {[t.key for t in TASKS]}")
+    if notebooks not in ("run", "cache", "none"):
+        raise ValueError(f"bench: notebooks must be 'run', 'cache' or 'none', got {notebooks!r}")
+    load_start = _load_average()
     details = {c.key: measure(c, device, quick, repeats, budget_s) for c in cases}
+    tta = {t.key: time_to_accuracy(t, device, quick) for t in tasks}
+    paths = []
+    if notebooks != "none":
+        paths = [p for p in book_notebooks()
+                 if not notebook_patterns or any(fnmatch.fnmatch(p.as_posix(), pat) for pat in notebook_patterns)]
+    if notebooks == "run":
+        nbs = {p.as_posix(): run_notebook(p, notebook_timeout_s) for p in paths}
+    else:
+        nbs = notebooks_from_cache(paths)
     return {
         "device": str(device),
+        "machine": _machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_avg": {"start": load_start, "end": _load_average()},
+        "options": {"quick": quick, "repeats": repeats, "only": only, "notebooks": notebooks,
+                    "notebook_patterns": notebook_patterns},
         "ratios": {key: d["ratio"] for key, d in details.items()},
         "details": details,
+        "time_to_accuracy": {key: d["seconds"] for key, d in tta.items()},
+        "time_to_accuracy_details": tta,
+        "notebooks": nbs,
+        "notebooks_summary": notebook_summary(nbs, expected=len(book_notebooks()) if notebooks != "none" else None),
     }
+
+
+def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:
@@ -282,9 +555,42 @@ def table(results: dict) -> str:
         met = "-" if d["met"] is None else ("yes" if d["met"] else "NO")
         rows.append((key, d["shape"], f"{d['mine_ms']:.2f}", f"{d['torch_ms']:.2f}", f"{d['ratio']:.2f}x",
                      target, met))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    return _aligned(header, rows)
+
+
+def tta_table(results: dict) -> str:
+    """Time to accuracy as a plain-text table: task, goal, seconds, reached, epochs or steps."""
+    rows = []
+    for key, d in results["time_to_accuracy_details"].items():
+        if d["status"] != "ok":
+            rows.append((key, d["goal"], "-", d["status"]))
+            continue
+        seconds = "-" if d["seconds"] is None else f"{d['seconds']:.1f}"
+        span = f"{d['epochs']} epochs" if "epochs" in d else f"{d.get('steps')} steps"
+        got = f"{d['metric']} {d['value']:.4g} after {span}"
+        rows.append((key, d["goal"], seconds, ("reached: " if d["reached"] else f"NOT reached in {d['budget']}: ") + got))
+    return _aligned(("task", "goal", "seconds", "result"), rows)
+
+
+def notebook_table(results: dict) -> str:
+    """Notebook times and peak memory as a plain-text table, then the budgets kept or not."""
+    rows = []
+    for path, d in results["notebooks"].items():
+        limit = LAB_BUDGET_S if path.startswith("solutions/") else CHAPTER_BUDGET_S
+        seconds = "-" if d["seconds"] is None else f"{d['seconds']:.1f}"
+        peak = "-" if d["peak_mib"] is None else f"{d['peak_mib']:.0f}"
+        ok = d["seconds"] is not None and d["seconds"] <= limit and (d["peak_mib"] or 0) <= MEMORY_BUDGET_MIB
+        rows.append((path, seconds, f"<= {limit:g}", peak, "yes" if ok and d["status"].startswith("ok") else "NO",
+                     d["status"]))
+    summary = results["notebooks_summary"]
+    lines = [_aligned(("notebook", "seconds", "budget", "peak MiB", "met?", "status"), rows)]
+    words = {True: "met", False: "NOT met", None: "not measured"}
+    t = summary["targets"]
+    lines.append(f"total {summary['total_s']:.1f} s for {summary['count']} notebooks; "
+                 f"whole book <= {BOOK_BUDGET_S / 60:g} min: {words[t['book_s']['met']]}; "
+                 f"every chapter <= {CHAPTER_BUDGET_S:g} s: {words[t['chapter_s']['met']]}; "
+                 f"every lab solution <= {LAB_BUDGET_S:g} s: {words[t['lab_s']['met']]}; "
+                 f"<= {MEMORY_BUDGET_MIB / 1024:g} GiB each: {words[t['peak_mib']['met']]}")
     return "\n".join(lines)
 
 
@@ -293,26 +599,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: checks that it runs")
     parser.add_argument("--output", type=Path, default=Path("_build") / "bench.json",
                         help="where to write the JSON results (default: _build/bench.json)")
+    parser.add_argument("--publish", nargs="?", type=Path, const=PUBLISHED, default=None, metavar="PATH",
+                        help=f"also write the results where the book's Performance page reads them ({PUBLISHED})")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     parser.add_argument("--repeats", type=int, default=None, help="pairs of runs per case (default 50; 2 with --quick)")
-    parser.add_argument("--only", nargs="+", default=None, metavar="CASE", help="run only these cases (keys or ops)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="CASE",
+                        help="run only these ratio cases (keys or ops) and time-to-accuracy tasks (keys)")
+    parser.add_argument("--notebooks", choices=["run", "cache", "none"], default=None,
+                        help="run: execute every chapter and lab solution (time and peak memory; minutes); "
+                             "cache: the times of the last `make book`; none: skip (default: cache, "
+                             "none with --quick or --only)")
+    parser.add_argument("--notebook", action="append", default=None, metavar="GLOB", dest="notebook_patterns",
+                        help="only the notebooks whose path matches this glob (repeatable), e.g. 'book/0[12]*'")
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 50)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1, got {repeats}")
+    notebooks = args.notebooks or ("none" if args.quick or args.only else "cache")
     device = get_device(args.device)
-    results = run(device, quick=args.quick, repeats=repeats, only=args.only)
-    load = _load_average()
-    print(f"dlcourse.bench on {results['device']} with {results['threads']} threads "
+    results = run(device, quick=args.quick, repeats=repeats, only=args.only, notebooks=notebooks,
+                  notebook_patterns=args.notebook_patterns)
+    load = results["load_avg"]
+    print(f"dlcourse.bench on {results['device']} ({results['machine']}) with {results['threads']} threads "
           f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), torch {results['torch']}, "
-          f"load average {'?' if load is None else f'{load:.2f}'}"
+          f"load average {_fmt(load['start'])} at the start, {_fmt(load['end'])} at the end"
           f"{'; quick: tiny sizes, not a measurement' if args.quick else ''}")
-    print("forward + backward; ratio = median over repeats of (mine / torch) for back-to-back pairs")
-    print(table(results))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    print(f"written to {args.output}")
+    if results["details"]:
+        print("\nforward + backward; ratio = median over repeats of (mine / torch) for back-to-back pairs")
+        print(table(results))
+    if results["time_to_accuracy_details"]:
+        print("\ntime to accuracy (seconds of training and evaluation, data loading excluded)")
+        print(tta_table(results))
+    if notebooks != "none":
+        how = "executed one by one in a fresh kernel" if notebooks == "run" else "from the last `make book`'s cache"
+        print(f"\nnotebooks, {how}")
+        print(notebook_table(results))
+    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
+    for path in [args.output] + ([args.publish] if args.publish else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"written to {path}")
     return 0
+
+
+def _fmt(load: float | None) -> str:
+    return "?" if load is None else f"{load:.2f}"
 
 
 if __name__ == "__main__":
