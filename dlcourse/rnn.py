@@ -77,8 +77,8 @@ def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str
     if x.dim() not in ranks:
         raise ValueError(f"{fn}: expected a {layout} input, got {x.dim()}-D of shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
-        raise ValueError(f"{fn}: expected the input's last dimension to be input_size={input_size}, "
-                         f"got input of shape {tuple(x.shape)}")
+        raise ValueError(f"{fn}: expected the input's last dimension to be input_size={input_size} "
+                         f"(a {layout} input), got input of shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{fn}: expected a floating-point input, got {x.dtype}")
 
@@ -188,6 +188,8 @@ def rnn(x: Tensor, h0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Te
     input_size, hidden_size = _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 1, "rnn")
     _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "rnn")
     T, N, _ = x.shape
+    if T == 0:
+        raise ValueError(f"rnn: expected a sequence of at least one step, got input of shape {tuple(x.shape)}")
     _check_state(h0, (N, hidden_size), "h0", "rnn")
     bias = None if bias_ih is None else bias_ih + bias_hh
     projected = _affine(x.reshape(T * N, input_size), weight_ih, bias).view(T, N, hidden_size)  # (T, N, H)
@@ -493,6 +495,9 @@ class _Sequence(_Recurrent):
             x = x.unsqueeze(1)  # (T, 1, input_size)
         elif self.batch_first:
             x = x.transpose(0, 1)  # (N, T, input_size) -> (T, N, input_size)
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: expected a sequence of at least one step, got input of shape "
+                             f"{tuple(x.shape)}")
         N = x.shape[1]
         shape = (1, self.hidden_size) if unbatched else (1, N, self.hidden_size)  # (num_layers, [N,] H)
         out = []
