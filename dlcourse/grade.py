@@ -1,0 +1,109 @@
+"""The instructor's command line: release, import, autograde, feedback, export, report, bench.
+
+Run from the course folder (the repository root, where ``nbgrader_config.py`` is)::
+
+    python -m dlcourse.grade release lab01_perceptron            # solutions/ -> labs/ (+ gradebook)
+    python -m dlcourse.grade import lab01_perceptron moodle.zip  # -> submitted/<student>/lab01_perceptron/
+    python -m dlcourse.grade autograde lab01_perceptron -w 4     # 4 workers, sandboxed, progress bar + ETA
+    python -m dlcourse.grade feedback lab01_perceptron           # -> feedback/<student>/lab01_perceptron/*.html
+    python -m dlcourse.grade export                              # -> grades.csv
+    python -m dlcourse.grade report lab01_perceptron             # -> reports/lab01_perceptron/report.md (+ .png, .csv)
+    python -m dlcourse.grade bench --n 100 --workers 1 2         # grading speed (see dlcourse.grading.timing)
+
+``make release|import|autograde|feedback|export|report LAB=...`` wrap the same commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def release(course: Path, lab: str) -> None:
+    """``nbgrader generate_assignment LAB --force``: the student version into the release folder."""
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force", "--log-level=WARN"],
+                   cwd=course, env=env, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlcourse.grade", description=__doc__.split("\n")[0])
+    parser.add_argument("--course", type=Path, default=Path("."), help="the course folder (default: .)")
+    parser.add_argument("--db", default=None, help="gradebook URL (default sqlite:///COURSE/gradebook.db), "
+                                                   "e.g. postgresql+psycopg2://user@host/dlcourse")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("release", help="generate the student version of a lab").add_argument("lab")
+    p = sub.add_parser("import", help="import a folder or zip of submissions")
+    p.add_argument("lab")
+    p.add_argument("source", type=Path)
+    p.add_argument("--roster", type=Path, help="a file with one expected student id per line")
+    p = sub.add_parser("autograde", help="autograde submissions in parallel, sandboxed")
+    p.add_argument("lab")
+    p.add_argument("-w", "--workers", type=int, default=max(1, (os.cpu_count() or 2) - 0))
+    p.add_argument("--student", action="append", help="only this student (repeatable)")
+    p.add_argument("--timeout", type=int, default=120, help="per-cell timeout in seconds")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory limit per kernel")
+    p.add_argument("--cpu-s", type=int, default=600, help="CPU-time limit per kernel")
+    p.add_argument("--no-sandbox", action="store_true", help="run kernels unisolated (only where namespaces are unavailable)")
+    p.add_argument("--no-progress", action="store_true")
+    sub.add_parser("feedback", help="HTML feedback without hidden tests").add_argument("lab")
+    sub.add_parser("export", help="grades of every lab as CSV").add_argument("--to", type=Path, default=None)
+    sub.add_parser("report", help="score distributions and problem submissions").add_argument("lab")
+    p = sub.add_parser("bench", help="time grading N generated lab-1 submissions")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--no-sequential", action="store_true", help="skip the plain `nbgrader autograde` run")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    course = args.course.resolve()
+
+    if args.command == "release":
+        release(course, args.lab)
+    elif args.command == "import":
+        from dlcourse.grading.submissions import import_submissions
+
+        roster = args.roster.read_text().split() if args.roster else None
+        r = import_submissions(args.source, course, args.lab, roster)
+        print(f"imported {len(r.imported)} submissions of {args.lab}; "
+              f"{len(r.problems)} unreadable or missing, {len(r.ignored)} with extra notebooks, "
+              f"{len(r.unmatched)} files without a student")
+        for student, why in sorted(r.problems.items()):
+            print(f"  {student}: {why}")
+    elif args.command == "autograde":
+        from dlcourse.grading.autograde import Options, autograde
+        from dlcourse.grading.submissions import read_record, zero_unreadable
+
+        options = Options(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb, cpu_s=args.cpu_s,
+                          sandboxed=not args.no_sandbox, db_url=args.db)
+        results = autograde(course, args.lab, args.student, options, progress=not args.no_progress)
+        problems = read_record(course, args.lab).get("import", {}).get("problems", {})
+        zero_unreadable(course, args.lab, {s: w for s, w in problems.items()
+                                           if not args.student or s in args.student}, args.db)
+        failed = [r for r in results if not r["success"]]
+        print(f"graded {len(results) - len(failed)} of {len(results)} submissions"
+              + (f"; failed: {', '.join(r['student'] for r in failed)}" if failed else ""))
+        return 1 if failed else 0
+    elif args.command == "feedback":
+        from dlcourse.grading.feedback import generate_feedback
+
+        print(f"wrote {len(generate_feedback(course, args.lab))} feedback files under {course / 'feedback'}")
+    elif args.command == "export":
+        from dlcourse.grading.report import export_csv
+
+        print(f"wrote {export_csv(course, args.to, args.db)}")
+    elif args.command == "report":
+        from dlcourse.grading.report import report
+
+        print(f"wrote {report(course, args.lab, args.db)}")
+    elif args.command == "bench":
+        from dlcourse.grading.timing import bench
+
+        bench(args.n, args.workers, sequential=not args.no_sequential, json_path=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

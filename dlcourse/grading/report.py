@@ -1,0 +1,119 @@
+"""Grades out of the gradebook: the CSV export and a short report per lab, with a plot.
+
+``export_csv`` is nbgrader's own CSV export (one row per student and lab: raw score, score,
+max score, names). ``report`` writes, under ``reports/<lab>/``: ``questions.csv`` (one row per
+student, one column per test), ``report.png`` (the distribution of total scores and each
+test's mean score as a fraction of its points) and ``report.md``: the summary, then every
+submission that could not be read, errored, timed out, killed its kernel or tampered with
+the checks, with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from dlcourse.grading.autograde import Options, gradebook
+from dlcourse.grading.submissions import read_record
+
+
+def export_csv(course: Path, to: Path | None = None, db_url: str | None = None) -> Path:
+    """nbgrader's CSV export of every grade of the course (``grades.csv`` by default)."""
+    from nbgrader.plugins.export import CsvExportPlugin
+
+    to = Path(to or Path(course) / "grades.csv")
+    with gradebook(course, Options(db_url=db_url)) as gb:
+        plugin = CsvExportPlugin()
+        plugin.to = str(to)
+        plugin.export(gb)
+    return to
+
+
+def scores(course: Path, lab: str, db_url: str | None = None) -> tuple[list[str], dict[str, dict[str, float]], dict[str, float]]:
+    """(test names in notebook order, student -> test -> score, test -> max score) of one lab."""
+    with gradebook(course, Options(db_url=db_url)) as gb:
+        assignment = gb.find_assignment(lab)
+        tests: list[str] = []
+        maxima: dict[str, float] = {}
+        for nb in assignment.notebooks:
+            for cell in nb.grade_cells:
+                key = cell.name if len(assignment.notebooks) == 1 else f"{nb.name}:{cell.name}"
+                tests.append(key)
+                maxima[key] = float(cell.max_score)
+        table: dict[str, dict[str, float]] = {}
+        for submission in assignment.submissions:
+            row = table.setdefault(submission.student.id, {})
+            for nb in submission.notebooks:
+                for grade in nb.grades:
+                    key = grade.name if len(assignment.notebooks) == 1 else f"{nb.name}:{grade.name}"
+                    row[key] = float(grade.score or 0.0)
+    order = {name: i for i, name in enumerate(tests)}
+    return sorted(tests, key=order.get), table, maxima
+
+
+def problems(course: Path, lab: str) -> list[tuple[str, str]]:
+    """(student, reason) for every submission that needs the instructor's eye."""
+    record = read_record(course, lab)
+    out: list[tuple[str, str]] = []
+    imp = record.get("import", {})
+    out += [(s, f"not graded: {why}") for s, why in sorted(imp.get("problems", {}).items())]
+    out += [(s, f"several notebooks; graded the newest, ignored {', '.join(old)}")
+            for s, old in sorted(imp.get("ignored", {}).items())]
+    out += [("?", f"no student found in the file name {f!r}") for f in imp.get("unmatched", [])]
+    for student, r in sorted(record.get("autograde", {}).items()):
+        if not r.get("success", True):
+            out.append((student, "autograding failed: " + (r.get("error") or "").strip().splitlines()[-1:][0]
+                        if r.get("error") else "autograding failed"))
+        out += [(student, f"kernel died: {why}") for why in r.get("kernel_deaths", [])]
+        out += [(student, f"timed out: {cell}") for cell in r.get("timeouts", [])]
+        for t in r.get("tampering", []):
+            when = "during" if t.get("when") == "during" else "before"
+            out.append((student, f"changed the grader's checks {when} {t.get('grade_id') or 'a test'} "
+                                 f"({'test given 0' if when == 'during' else 'restored before the test'}): "
+                                 + ", ".join(t.get("changed", [])[:4])))
+    return out
+
+
+def report(course: Path, lab: str, db_url: str | None = None) -> Path:
+    """Write ``reports/<lab>/{report.md, report.png, questions.csv}``; returns the Markdown file."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(course) / "reports" / lab
+    out.mkdir(parents=True, exist_ok=True)
+    tests, table, maxima = scores(course, lab, db_url)
+    total_max = sum(maxima.values())
+    with open(out / "questions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", *tests, "total"])
+        w.writerow(["(max)", *[maxima[t] for t in tests], total_max])
+        for student, row in sorted(table.items()):
+            w.writerow([student, *[row.get(t, 0.0) for t in tests], sum(row.values())])
+    totals = [sum(row.values()) for row in table.values()]
+    fractions = [sum(row.get(t, 0.0) for row in table.values()) / (maxima[t] * max(1, len(table))) for t in tests]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+    ax1.hist(totals, bins=min(20, max(5, int(total_max) + 1)), range=(0, total_max), color="tab:blue", edgecolor="white")
+    ax1.set(xlabel=f"total score (of {total_max:g})", ylabel="students", title=f"{lab}: {len(totals)} submissions")
+    ax2.bar(range(len(tests)), fractions, color="tab:green")
+    ax2.set_xticks(range(len(tests)), [t.removeprefix("test_") for t in tests], rotation=45, ha="right", fontsize=8)
+    ax2.set(ylim=(0, 1), ylabel="mean score / points", title="per test")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=110)
+    plt.close(fig)
+    issues = problems(course, lab)
+    mean = sum(totals) / len(totals) if totals else 0.0
+    lines = [f"# Grade report: {lab}", "",
+             f"{len(totals)} graded submissions, mean {mean:.2f} / {total_max:g}, "
+             f"{sum(t == total_max for t in totals)} with full marks, {sum(t == 0 for t in totals)} with 0.", "",
+             "![score distribution](report.png)", "",
+             "| test | points | mean | full marks |", "|---|---|---|---|"]
+    for t, frac in zip(tests, fractions):
+        full = sum(row.get(t, 0.0) == maxima[t] for row in table.values())
+        lines.append(f"| {t} | {maxima[t]:g} | {frac * maxima[t]:.2f} | {full}/{len(table)} |")
+    lines += ["", f"## Submissions to look at ({len(issues)})", ""]
+    lines += [f"- **{s}**: {why}" for s, why in issues] or ["None: every submission was read and ran normally."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"
