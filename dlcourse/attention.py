@@ -122,7 +122,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
         attn_mask: ``None``; a **boolean** mask, ``True`` where a query may attend to a key
             (``False`` becomes :math:`-\infty`); or a **float** mask *added* to the scores
             (use ``-inf`` to forbid). Broadcastable to ``(..., L, S)``.
-        is_causal: let query ``i`` see only keys ``j <= i`` (:func:`causal_mask`); do not
+        is_causal: let query ``i`` see only keys ``j <= i`` (:func:`~dlcourse.attention.causal_mask`); do not
             combine it with ``attn_mask``.
         scale: the factor of the scores (default :math:`1/\sqrt{E}`).
 

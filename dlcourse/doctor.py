@@ -22,7 +22,7 @@ def _version(dist: str) -> str:
 def doctor(file=None) -> dict[str, object]:
     """Print what this machine offers the course and return it as a dict.
 
-    Reports Python and the operating system, torch and the device :func:`get_device` picks
+    Reports Python and the operating system, torch and the device :func:`~dlcourse.get_device` picks
     (GPU name and memory when there is one), the versions of the key packages, and whether
     the bundled data sets load. Nothing here raises: problems are printed as ``FAIL`` lines.
     """

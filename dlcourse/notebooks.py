@@ -1,5 +1,5 @@
 """Keep committed notebooks clean (no outputs, no execution counts, no per-user metadata) and
-give each one the standard set-up cell that installs ``dlcourse`` where it is missing (Colab).
+give each one the standard set-up cell that installs ``dlcourse`` where it is missing (Colab)::
 
     python -m dlcourse.notebooks strip book solutions labs           # rewrite in place
     python -m dlcourse.notebooks check book solutions labs           # exit 1 listing dirty notebooks

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Sequence
 
 __all__ = ["CharTokenizer", "BPETokenizer", "pair_counts", "merge", "SPLIT_PATTERN"]
 
-# Pre-split text into chunks (a word with its leading space, a run of punctuation, runs of
-# whitespace) so merges never cross a word boundary, as GPT-2 does. The standard library's ``\w``
-# is Unicode-aware, so letters of any script stay together.
+#: Pre-split text into chunks (a word with its leading space, a run of punctuation, runs of
+#: whitespace) so merges never cross a word boundary, as GPT-2 does. The standard library's ``\w``
+#: is Unicode-aware, so letters of any script stay together.
 SPLIT_PATTERN = r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+"
 
 

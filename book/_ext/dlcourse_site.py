@@ -1,0 +1,93 @@
+"""Sphinx extension of the book: serve its third-party JavaScript from the site itself.
+
+Nothing third-party is committed to the repository and nothing is loaded from a CDN:
+
+- MathJax 3 comes from the PyPI package ``sphinx-mathjax-offline`` (a pinned book dependency,
+  installed with the others); its ``static/mathjax`` folder is served as ``_static/mathjax``.
+- The ipywidgets HTML manager (``@jupyter-widgets/html-manager``, the ipywidgets 8 line) comes
+  from the npm registry: ``npm pack`` fetches the pinned version once per build folder into
+  ``_build/.vendor``, its sha512 is checked against the pin below, and its ``dist/`` folder is
+  served as ``_static/html-manager`` (``embed.js`` bundles the standard widgets and their fonts).
+
+``_config.yml`` points Sphinx at these copies (``mathjax_path``, ``nb_ipywidgets_js``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+# The ipywidgets 8 HTML manager, pinned by version and by the registry's integrity hash.
+HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
+HTML_MANAGER_SHA512 = "5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA=="
+
+
+def mathjax_static() -> Path:
+    """The folder of ``sphinx-mathjax-offline`` that holds ``mathjax/`` (MathJax 3, es5 build)."""
+    spec = importlib.util.find_spec("sphinx-mathjax-offline")  # its import name has hyphens
+    if spec is None or spec.origin is None:
+        raise ExtensionError("MathJax is served from the package sphinx-mathjax-offline, which is not installed: "
+                             "run `make install`")
+    static = Path(spec.origin).parent / "static"
+    if not (static / "mathjax" / "tex-mml-chtml.js").is_file():
+        raise ExtensionError(f"sphinx-mathjax-offline has no mathjax/tex-mml-chtml.js under {static}")
+    return static
+
+
+def html_manager_static(vendor: Path) -> Path:
+    """A folder holding ``html-manager/`` (the HTML manager's ``dist/``), fetched with npm if absent."""
+    static = vendor / f"html-manager-{HTML_MANAGER.rsplit('@', 1)[1]}"
+    if (static / "html-manager" / "embed.js").is_file():
+        return static
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ExtensionError(f"the widgets' HTML manager ({HTML_MANAGER}) is fetched from the npm registry, "
+                             "but npm was not found: install Node.js and npm (Debian: apt-get install npm)")
+    logger.info(f"[dlcourse_site] fetching {HTML_MANAGER} from the npm registry")
+    vendor.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=vendor) as tmp:
+        proc = subprocess.run([npm, "pack", HTML_MANAGER, "--prefer-offline", "--silent", "--pack-destination", tmp],
+                              capture_output=True, text=True, timeout=300)
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or len(tarballs) != 1:
+            raise ExtensionError(f"`npm pack {HTML_MANAGER}` failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        digest = base64.b64encode(hashlib.sha512(tarballs[0].read_bytes()).digest()).decode()
+        if digest != HTML_MANAGER_SHA512:
+            raise ExtensionError(f"{HTML_MANAGER}: expected sha512 {HTML_MANAGER_SHA512}, got {digest}")
+        staged = Path(tmp) / "static" / "html-manager"
+        staged.mkdir(parents=True)
+        with tarfile.open(tarballs[0]) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.startswith("package/dist/") and not member.name.endswith(".map"):
+                    target = staged / Path(member.name).relative_to("package/dist")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+        if not (staged / "embed.js").is_file():
+            raise ExtensionError(f"{HTML_MANAGER} has no dist/embed.js")
+        shutil.rmtree(static, ignore_errors=True)
+        (Path(tmp) / "static").rename(static)
+    return static
+
+
+def add_static_paths(app: Sphinx, config: Config) -> None:
+    # app.outdir is <build>/html: keep the npm download beside it, in <build>/.vendor.
+    vendor = Path(app.outdir).parent / ".vendor"
+    config.html_static_path = [*config.html_static_path, str(mathjax_static()), str(html_manager_static(vendor))]
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", add_static_paths)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
