@@ -255,3 +255,7 @@ class Dropout(nn.Module):
 
 # Recurrent layers live in their own module (dlcourse.rnn), like convolution and pooling.
 from dlcourse.rnn import LSTM, RNN, LSTMCell, RNNCell  # noqa: E402
+
+
+# The transformer's modules live in their own module (dlcourse.transformer).
+from dlcourse.transformer import GPT, GPTConfig, MultiHeadAttention, TransformerBlock  # noqa: E402
