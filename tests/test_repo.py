@@ -55,6 +55,8 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
             name = requirement_name(dep)
             if name not in {"python", "pip"}:
                 names.add(conda_to_pypi.get(name, name))
+        elif isinstance(dep, dict):  # the pip: list, for packages conda-forge lacks
+            names |= {requirement_name(d) for d in dep.get("pip", []) if not d.startswith("-")}
     assert names == pyproject_packages(), (
         f"only in environment.yml: {sorted(names - pyproject_packages())}; "
         f"only in pyproject.toml: {sorted(pyproject_packages() - names)}"
