@@ -9,7 +9,8 @@ BOOK   := $(BIN)/jupyter-book build . -W -n --keep-going
 # loops get 10-30x slower; passive waiting costs nothing measurable when the machine is idle.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install book test bench lab labs strip lock clean distclean
+.PHONY: help install book test bench lab labs strip lock clean distclean \
+	release import autograde feedback export report gradebench
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +45,35 @@ labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ w
 		lab=$$(basename $$dir); echo "nbgrader generate_assignment $$lab"; \
 		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m nbgrader generate_assignment "$$lab" --force --log-level=WARN; \
 	done
+
+# Instructor workflow (see book/instructor_guide.md), e.g.
+#   make release LAB=lab01_perceptron; make import LAB=lab01_perceptron FROM=moodle.zip
+#   make autograde LAB=lab01_perceptron W=4; make feedback export report LAB=lab01_perceptron
+LAB ?= lab01_perceptron
+W   ?= 2
+GRADE := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dlcourse.grade
+
+release: $(STAMP)  ## generate the student version of LAB into labs/ (and the gradebook)
+	$(GRADE) release $(LAB)
+
+import: $(STAMP)  ## import a folder or zip of submissions FROM=... for LAB into submitted/
+	@test -n "$(FROM)" || { echo "usage: make import LAB=lab01_perceptron FROM=path/to/download.zip"; exit 2; }
+	$(GRADE) import $(LAB) "$(FROM)"
+
+autograde: $(STAMP)  ## autograde LAB with W parallel sandboxed workers (progress bar, ETA)
+	$(GRADE) autograde $(LAB) --workers $(W)
+
+feedback: $(STAMP)  ## HTML feedback for LAB (test names, points, messages; no hidden tests)
+	$(GRADE) feedback $(LAB)
+
+export: $(STAMP)  ## every grade as CSV into grades.csv
+	$(GRADE) export
+
+report: $(STAMP)  ## score distributions and problem submissions of LAB into reports/LAB/
+	$(GRADE) report $(LAB)
+
+gradebench: $(STAMP)  ## time autograding N=100 generated lab-1 submissions with W=1 and 2, and plain nbgrader
+	$(GRADE) bench --n $(or $(N),100) --workers 1 2
 
 strip: $(STAMP)  ## remove outputs and execution counts from every committed notebook
 	$(BIN)/python -m dlcourse.notebooks strip book solutions labs
