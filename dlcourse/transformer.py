@@ -154,7 +154,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The position-wise feed-forward network: ``Linear(C, r*C) -> GELU -> Linear(r*C, C)``.
+    r"""The position-wise feed-forward network: ``Linear(C, r*C) -> GELU -> Linear(r*C, C)``.
 
     The GELU is GPT-2's tanh approximation, :math:`\tfrac12 x (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
 
@@ -213,7 +213,7 @@ class TransformerBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """A decoder-only transformer language model: it scores the next token at every position.
+    r"""A decoder-only transformer language model: it scores the next token at every position.
 
     Token ids become vectors (``wte``), position ``t`` adds its own vector (``wpe``, or the fixed
     :func:`sinusoidal_encoding`), ``n_layer`` causal :class:`TransformerBlock` s mix them, and
@@ -222,7 +222,7 @@ class GPT(nn.Module):
     product of the final vector with ``v``'s embedding.
 
     Weights start as in GPT-2: normal with standard deviation 0.02, the two projections that
-    write into the residual stream scaled by :math:`1/\\sqrt{2 n_{layer}}`, biases 0.
+    write into the residual stream scaled by :math:`1/\sqrt{2 n_{layer}}`, biases 0.
 
     Args:
         config: the model's sizes.
