@@ -514,9 +514,10 @@ def run(device: torch.device, quick: bool = False, repeats: int = 50, only: list
     if notebooks != "none":
         paths = [p for p in book_notebooks()
                  if not notebook_patterns or any(fnmatch.fnmatch(p.as_posix(), pat) for pat in notebook_patterns)]
+    nbs = {}
     if notebooks == "run":
         nbs = {p.as_posix(): run_notebook(p, notebook_timeout_s) for p in paths}
-    else:
+    elif notebooks == "cache":
         nbs = notebooks_from_cache(paths)
     return {
         "device": str(device),

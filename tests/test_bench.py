@@ -85,3 +85,71 @@ def test_only_selects_cases_and_rejects_unknown_names():
     assert list(results["ratios"]) == ["max_pool2d"]
     with pytest.raises(ValueError, match="no case"):
         bench.run(bench.get_device("cpu"), quick=True, repeats=1, only=["no_such_case"])
+
+
+def test_the_json_has_time_to_accuracy_and_notebooks(quick_run):
+    _, results = quick_run
+    assert {"time_to_accuracy", "time_to_accuracy_details", "notebooks", "notebooks_summary", "machine",
+            "load_avg"} <= set(results)
+    assert set(results["time_to_accuracy"]) == set(results["time_to_accuracy_details"]) >= {"mnist_cnn", "tiny_gpt"}
+    cnn = results["time_to_accuracy_details"]["mnist_cnn"]
+    assert cnn["status"] == "ok" and cnn["quick"] is True and cnn["epochs"] == 1
+    assert cnn["metric"] == "test accuracy" and cnn["target"] == 0.97 and 0 <= cnn["value"] <= 1
+    assert cnn["seconds"] == (cnn["run_seconds"] if cnn["reached"] else None)
+    for key, d in results["time_to_accuracy_details"].items():
+        assert d["status"] == "ok" or d["status"].startswith("not available yet ("), key
+        assert results["time_to_accuracy"][key] == d["seconds"]
+    assert results["notebooks"] == {}  # --quick skips the notebooks
+    assert results["notebooks_summary"]["targets"]["book_s"]["met"] is None
+
+
+def test_the_tables_list_the_tasks(quick_run):
+    stdout, _ = quick_run
+    assert "time to accuracy" in stdout and "mnist_cnn" in stdout and "tiny_gpt" in stdout
+
+
+def test_book_notebooks_are_the_chapters_and_lab_solutions():
+    paths = [p.as_posix() for p in bench.book_notebooks(ROOT)]
+    assert "book/07_pooling_cnn.ipynb" in paths
+    assert "solutions/lab04_pooling_cnn/lab04_pooling_cnn.ipynb" in paths
+    assert not any(p.startswith("labs/") for p in paths)  # the unsolved student versions cannot run
+    assert all((ROOT / p).exists() for p in paths) and len(paths) == len(set(paths))
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_notebook_times_it_and_sees_its_peak_memory(tmp_path):
+    # 400 MiB allocated and touched, then freed: the peak must still show it.
+    path = _notebook(tmp_path / "big.ipynb", "import numpy as np\nx = np.ones(400 * 2**20 // 8)", "del x")
+    result = bench.run_notebook(path, timeout_s=120)
+    assert result["status"] == "ok"
+    assert 0 < result["seconds"] < 120
+    assert 400 <= result["peak_mib"] < 2000
+
+
+def test_run_notebook_reports_a_failing_cell(tmp_path):
+    path = _notebook(tmp_path / "bad.ipynb", "1 + 1", "raise ValueError('broken on purpose')")
+    result = bench.run_notebook(path, timeout_s=120)
+    assert result["status"].startswith("failed") and "broken on purpose" in result["status"]
+    assert result["seconds"] > 0
+
+
+def test_notebook_summary_marks_the_budgets():
+    nbs = {"book/01.ipynb": {"seconds": 70.0, "peak_mib": 500.0, "status": "ok"},
+           "book/02.ipynb": {"seconds": 10.0, "peak_mib": 2500.0, "status": "ok"},
+           "solutions/lab01/lab01.ipynb": {"seconds": 20.0, "peak_mib": 300.0, "status": "failed: ValueError: x"}}
+    summary = bench.notebook_summary(nbs)
+    t = summary["targets"]
+    assert summary["total_s"] == 100.0 and summary["count"] == 3
+    assert t["chapter_s"] == {"limit": 60.0, "over": ["book/01.ipynb"], "met": False}
+    assert t["lab_s"]["met"] is True and t["peak_mib"]["over"] == ["book/02.ipynb"]
+    assert t["book_s"]["met"] is True and summary["failed"] == ["solutions/lab01/lab01.ipynb"]
+    assert bench.notebook_summary(nbs, expected=4)["targets"]["book_s"]["met"] is None  # one not timed
+    nbs["book/01.ipynb"]["peak_mib"] = None  # times from the book's cache: memory unknown
+    assert bench.notebook_summary(nbs)["targets"]["peak_mib"]["met"] is None
