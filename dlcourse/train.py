@@ -7,7 +7,7 @@ uses automatic mixed precision on CUDA only, and returns a :class:`History`.
 Started by ``torchrun --nproc_per_node=N``, the same call trains data-parallel: every process
 trains a copy of the model on its own share of each epoch, gradients are averaged across the
 processes after every backward pass (``DistributedDataParallel``), and the metrics in the
-:class:`History` are averaged over all of them (see :mod:`dlcourse.distributed`).
+:class:`History` are averaged over all of them (see ``dlcourse.distributed``).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
         ``val_loss`` and ``val_<metric>``: one value per epoch.
 
     In a ``torchrun`` job of two or more processes (or with a process group already
-    initialised), ``fit`` joins the group (:func:`dlcourse.distributed.init`: gloo on CPU,
+    initialised), ``fit`` joins the group (``dlcourse.distributed.init``: gloo on CPU,
     NCCL on CUDA, where process ``LOCAL_RANK`` moves the model to ``cuda:<LOCAL_RANK>``),
     wraps the model in ``DistributedDataParallel`` (which first copies rank 0's parameters to
     every rank), gives each rank its share of a ``DataLoader`` (a ``DistributedSampler``
@@ -246,8 +246,10 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
                 loss = loss_fn(out, y)
             _check_scalar(loss, "fit")
             finite = bool(torch.isfinite(loss))
-            # All ranks stop together, or the others would wait for this one forever.
-            if dd.any_rank(not finite) if distributed else not finite:
+            stop = not finite
+            if distributed:
+                stop = dd.any_rank(stop)  # all ranks stop together, or the others would wait forever
+            if stop:
                 where = loss.item() if not finite else "NaN or infinite on another rank"
                 raise FloatingPointError(
                     f"fit: the loss became {where} at epoch {history.epochs + 1}; "

@@ -8,6 +8,7 @@ everything to ``OUT_DIR/rank<r>.pt`` for the test to compare.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -53,6 +54,22 @@ def main(out_dir: str) -> None:
     history = fit(model, train_loader, TF.cross_entropy, optimizer, EPOCHS, val_loader=val_loader,
                   metrics={"accuracy": accuracy}, progress=True)
 
+    # A loss that turns infinite on rank 1 alone, from its first batch of epoch 2 (4 batches of 8
+    # per rank and epoch): both ranks must stop there, rank 0 included, instead of waiting forever.
+    calls = []
+
+    def loss_on_fire(out, y):
+        calls.append(1)
+        return TF.cross_entropy(out, y) * (math.inf if rank == 1 and len(calls) > 4 else 1.0)
+
+    model_nan = mlp(seed=1)
+    try:
+        fit(model_nan, train_loader, loss_on_fire, torch.optim.SGD(model_nan.parameters(), lr=LR), EPOCHS,
+            progress=False)
+        stopped = None
+    except FloatingPointError as err:
+        stopped = str(err)
+
     helpers = {
         "rank": dd.get_rank(), "world_size": dd.get_world_size(), "local_rank": dd.get_local_rank(),
         "main": dd.is_main_process(), "distributed": dd.is_distributed(),
@@ -66,6 +83,7 @@ def main(out_dir: str) -> None:
         "shard": list(dd.ShardSampler(N_VAL)),
     }
     torch.save({"env_before": env_before, "state": model.state_dict(), "history": dict(history),
+                "stopped": stopped,
                 "helpers": helpers}, os.path.join(out_dir, f"rank{rank}.pt"))
     dd.teardown()
 

@@ -118,6 +118,12 @@ def test_history_is_averaged_over_all_samples_of_all_ranks(ddp_run):
             assert result["history"][key] == pytest.approx(values, rel=1e-5, abs=1e-6), key
 
 
+def test_a_non_finite_loss_on_one_rank_stops_both(ddp_run):
+    (rank0, rank1), _ = ddp_run
+    assert rank1["stopped"] is not None and "the loss became inf at epoch 2" in rank1["stopped"]
+    assert rank0["stopped"] is not None and "NaN or infinite on another rank at epoch 2" in rank0["stopped"]
+
+
 def test_progress_bar_on_rank_0_only(ddp_run):
     _, logs = ddp_run
     assert "epochs" in logs[0]
