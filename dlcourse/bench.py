@@ -7,16 +7,37 @@ ours / torch is recorded; the reported ratio is the median of those. On a shared
 load changes from second to second, and a pair of back-to-back runs sees nearly the same
 load, so the median of paired ratios is far steadier than a ratio of two separate timings.
 
-The results are printed as a table and written to ``_build/bench.json``::
+Three parts, each printed as a table:
 
-    {"device": "cpu", "date": "2025-01-01T12:00:00+00:00", "torch": "2.13.0", "threads": 2,
-     "ratios": {"conv2d_64x1x28x28": 1.1, ...},
-     "details": {"conv2d_64x1x28x28": {"shape": ..., "mine_ms": ..., "torch_ms": ...,
-                                        "ratio": ..., "target": 1.5, "met": true, ...}, ...}}
+* **ratios** (``CASES``): conv2d on three typical layers, max and average pooling,
+  cross-entropy, an LSTM and scaled dot-product attention, each with a target ratio. A case
+  whose from-scratch code does not exist yet reports ``not available yet (...)``.
+* **time to accuracy** (``TASKS``): the book's own training recipes, timed until they
+  reach their stated goal (the pooling chapter's CNN to 97% on MNIST; the tiny GPT to its
+  chapter's validation loss).
+* **notebooks**: every chapter in ``_toc.yml`` and every lab solution, with its run time and
+  peak memory against the budgets (a chapter <= 60 s, a lab solution <= 30 s, the whole book
+  <= 8 minutes, <= 2 GiB each). ``--notebooks run`` executes them one by one in fresh kernels
+  (minutes); the default ``cache`` takes the times of the last ``make book`` for notebooks
+  whose code has not changed since (no memory then); ``none`` skips them.
 
-New kinds of measurement (``lstm``, ``attention``, ``time_to_accuracy``, ``notebooks``) are new
-entries of :data:`CASES` (a key in ``ratios`` and ``details``) or new top-level keys next to
-these; the keys above keep their meaning.
+Everything is written to ``_build/bench.json`` (and, with ``--publish``, to
+``book/data/bench-results.json``, which the book's Performance page shows), one stable shape::
+
+    {"device": "cpu", "machine": "...", "date": "2025-01-01T12:00:00+00:00", "torch": "2.13.0",
+     "threads": 2, "load_avg": {"start": 1.9, "end": 2.1}, "options": {...},
+     "ratios": {"conv2d_64x1x28x28": 1.1, ..., "lstm": 1.6, "attention": null},
+     "details": {"conv2d_64x1x28x28": {"shape": ..., "mine_ms": ..., "torch_ms": ..., "ratio": ...,
+                                        "target": 1.5, "met": true, "status": "ok", ...}, ...},
+     "time_to_accuracy": {"mnist_cnn": 12.3, "tiny_gpt": null},
+     "time_to_accuracy_details": {"mnist_cnn": {"seconds": ..., "reached": true, "value": 0.971, ...}},
+     "notebooks": {"book/01_what_is_deep_learning.ipynb": {"seconds": 9.1, "peak_mib": 610.0,
+                                                           "status": "ok"}, ...},
+     "notebooks_summary": {"total_s": ..., "targets": {"chapter_s": {"limit": 60, "met": true, ...}}}}
+
+A number that was not measured is ``null``, with the reason in its ``status``. New measurements
+are new entries of ``CASES`` or ``TASKS``, or new top-level keys; the keys above keep
+their meaning.
 """
 
 from __future__ import annotations
@@ -244,19 +265,30 @@ def _mnist_cnn_time_to_accuracy(device: torch.device, quick: bool) -> dict:
 def _tiny_gpt_time_to_loss(device: torch.device, quick: bool) -> dict:
     """The transformer chapter's tiny GPT trained with the chapter's recipe to its stated validation loss.
 
-    Uses ``dlcourse.transformer``'s chapter recipe: ``time_to_loss(device=..., quick=...)``
-    returning ``{"seconds", "reached", "val_loss", "target", "steps", "max_steps"}``.
+    ``dlcourse.lm``'s chapter run (``CHAPTER_CONFIG``, ``CHAPTER_TRAINING``, ``CHAPTER_TARGET_LOSS``):
+    the clock is ``train_gpt``'s own (training steps and the evaluations every 50 steps; not
+    building the model or loading the corpus), stopped at the first evaluation at or below the
+    target. ``quick``: 4 steps of 4 windows, one small evaluation.
     """
-    from dlcourse import transformer  # ImportError until dlcourse/transformer.py exists
+    import dataclasses
 
-    out = transformer.time_to_loss(device=device, quick=quick)  # AttributeError until it has the recipe
-    return _task_result(out["seconds"], bool(out["reached"]), out["val_loss"], "validation loss", out["target"],
-                        f"{out['max_steps']} steps", steps=out["steps"])
+    from dlcourse import lm  # ImportError until dlcourse/lm.py exists
+
+    tokenizer, train_ids, val_ids = lm.chapter_data()
+    training = lm.CHAPTER_TRAINING
+    if quick:
+        training = dataclasses.replace(training, steps=4, batch_size=4, eval_every=4, eval_tokens=1024)
+    _, history = lm.train_gpt(lm.chapter_config(tokenizer.vocab_size), train_ids, val_ids, training,
+                              target_loss=lm.CHAPTER_TARGET_LOSS, device=device)
+    reached = history["reached"] is not None
+    return _task_result(history["seconds"][-1], reached, history["val_loss"][-1], "validation loss",
+                        lm.CHAPTER_TARGET_LOSS, f"{training.steps} steps", steps=history["step"][-1],
+                        curve=history["val_loss"], run_seconds=history["seconds"][-1])
 
 
 TASKS: list[Task] = [
     Task("mnist_cnn", f"MNIST 5k, test accuracy >= {MNIST_TARGET:.0%}", _mnist_cnn_time_to_accuracy),
-    Task("tiny_gpt", "tiny GPT, the chapter's validation loss", _tiny_gpt_time_to_loss),
+    Task("tiny_gpt", "tiny GPT (chapter 11), its validation loss target", _tiny_gpt_time_to_loss),
 ]
 
 
@@ -302,7 +334,7 @@ def book_notebooks(root: Path = Path(".")) -> list[Path]:
 
 
 _EXECUTE = """
-import json, resource, sys, time
+import json, re, resource, sys, time
 import nbformat
 from nbclient import NotebookClient
 path, timeout = sys.argv[1], float(sys.argv[2])
@@ -313,7 +345,8 @@ try:
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": sys.argv[3]}}).execute()
 except Exception as e:  # a failing cell: report it, with the time and memory so far
-    error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+    last = re.sub(r"\\x1b\\[[0-9;]*m", "", str(e)).strip().splitlines()  # without terminal colours
+    error = f"{type(e).__name__}: {last[-1] if last else ''}"
 seconds = time.perf_counter() - start
 kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel's peak, once it has exited (Linux: KiB)
 print(json.dumps({"seconds": seconds, "kernel_maxrss_mib": kib / 1024, "error": error}))
@@ -568,7 +601,7 @@ def tta_table(results: dict) -> str:
             continue
         seconds = "-" if d["seconds"] is None else f"{d['seconds']:.1f}"
         span = f"{d['epochs']} epochs" if "epochs" in d else f"{d.get('steps')} steps"
-        got = f"{d['metric']} {d['value']:.4g} after {span}"
+        got = f"{d['metric']} {d['value']:.4g} (target {d['target']:g}) after {span}"
         rows.append((key, d["goal"], seconds, ("reached: " if d["reached"] else f"NOT reached in {d['budget']}: ") + got))
     return _aligned(("task", "goal", "seconds", "result"), rows)
 
