@@ -32,8 +32,8 @@ book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/
 test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, the nbgrader round trip)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## time the from-scratch conv2d, pooling and cross-entropy against torch (fwd+bwd) into _build/bench.json
-	$(BIN)/python -m dlcourse.bench
+bench: $(STAMP)  ## dlcourse vs torch speed ratios, time to accuracy, notebook times into _build/bench.json (BENCH_ARGS="--notebooks run --publish": run every notebook, update the Performance page)
+	$(BIN)/python -m dlcourse.bench $(BENCH_ARGS)
 
 lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab
