@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from dlcourse import conv
 from dlcourse import functional as F
 from dlcourse.check import ForbiddenCallError, forbid
 
@@ -312,3 +313,76 @@ def test_the_forbid_check_would_catch_torch_conv2d():
 def test_conv2d_errors_say_what_was_expected(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) and F(4x4, 3x3): the path of 3x3 stride-1 layers with many channels
+# ---------------------------------------------------------------------------------------------
+
+WINOGRAD_CASES = [  # (N, C_in, H, W, C_out, padding): whole tiles, tiles sticking out, wide padding
+    (2, 3, 6, 6, 2, (1, 1)),
+    (1, 2, 7, 5, 3, (0, 2)),
+    (2, 2, 3, 3, 2, (2, 0)),
+    (1, 2, 9, 4, 2, (1, 0)),
+    (1, 1, 3, 3, 1, (0, 0)),  # a single output pixel
+]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd_passes_gradcheck_in_float64(case, m):
+    N, C_in, H, W, C_out, padding = case
+    tile = {2: conv._F2, 4: conv._F4}[m]
+    gen = torch.Generator().manual_seed(sum(case[:5]))
+    x = torch.randn(N, C_in, H, W, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(C_out, C_in, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(C_out, generator=gen, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: conv._Winograd3x3Function.apply(x, w, b, padding, tile)  # noqa: E731
+    torch.testing.assert_close(fn(x, w, b), TF.conv2d(x, w, b, padding=padding))
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+
+
+def test_conv2d_chooses_winograd_only_where_it_pays():
+    w = lambda c_in, c_out, k=3: torch.zeros(c_out, c_in, k, k)  # noqa: E731
+    assert conv._winograd_tile(w(64, 64), (1, 1), (16, 16)) is conv._F4
+    assert conv._winograd_tile(w(64, 64), (1, 1), (14, 14)) is conv._F2  # 4x4 tiles would cover 16x16
+    assert conv._winograd_tile(w(16, 32), (1, 1), (16, 16)) is None  # too few channels
+    assert conv._winograd_tile(w(64, 64), (2, 2), (8, 8)) is None  # strided
+    assert conv._winograd_tile(w(64, 64, 5), (1, 1), (12, 12)) is None  # 5x5
+    assert conv._winograd_tile(w(64, 64).half(), (1, 1), (16, 16)) is None  # too coarse in half precision
+
+
+WINOGRAD_LAYERS = [  # (input shape, C_out, padding): layers conv2d computes with Winograd
+    ((2, 64, 16, 16), 64, 1),  # 4x4 tiles
+    ((2, 48, 14, 13), 56, 0),  # 2x2 tiles, the last column of tiles sticking out
+    ((1, 64, 7, 9), 48, 2),  # wide padding, 2x2 tiles
+]
+
+
+@pytest.mark.parametrize("shape, C_out, p", WINOGRAD_LAYERS, ids=["F4", "F2-odd", "F2-pad2"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv2d_winograd_layers_match_torch_in_float32(shape, C_out, p, layout, device):
+    """Winograd rounds differently from a direct sum: in float32 the 4x4 tiles' error reaches
+    ~1e-5 of the largest output (measured 3e-6 to 6e-6, torch's own 2e-7), so values are
+    compared to within 5e-5 of the largest magnitude of each result."""
+    gen = torch.Generator().manual_seed(sum(shape) + C_out)
+    x = torch.randn(shape, generator=gen).to(device)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(C_out, shape[1], 3, 3, generator=gen) / (9 * shape[1]) ** 0.5).to(device)
+    b = torch.randn(C_out, generator=gen).to(device)
+    assert conv._winograd_tile(w, (1, 1), TF.conv2d(x, w, padding=p).shape[2:]) is not None
+    upstream = torch.randn(TF.conv2d(x, w, b, padding=p).shape, generator=gen).to(device)
+    y, grads = forward_backward(F.conv2d, x, w, b, upstream, padding=p)
+    y_ref, grads_ref = forward_backward(TF.conv2d, x, w, b, upstream, padding=p)
+    for name, got, ref in zip(("y", "x", "weight", "bias"), [y, *grads], [y_ref, *grads_ref]):
+        assert got.shape == ref.shape, name
+        torch.testing.assert_close(got, ref, rtol=0, atol=5e-5 * ref.abs().max().item(), msg=lambda m: f"{name}: {m}")
+
+
+def test_conv2d_winograd_calls_no_torch_convolution():
+    x = torch.randn(1, 48, 8, 8, requires_grad=True)
+    w = torch.randn(48, 48, 3, 3, requires_grad=True)
+    with forbid(*TORCH_CONVOLUTIONS):
+        F.conv2d(x, w, padding=1).square().sum().backward()
+    assert x.grad is not None and w.grad is not None
