@@ -143,8 +143,8 @@ def remove_guards(nb: NotebookNode) -> tuple[NotebookNode, list[dict[str, Any]]]
             continue
         text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
         for line in text.splitlines():
-            if line.startswith(MARK.strip()) or line.startswith(MARK):
-                findings.append(json.loads(line.split(MARK.strip(), 1)[1]))
+            if line.startswith(MARK):
+                findings.append(json.loads(line[len(MARK):]))
         failed = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if failed:
             why = f"the grader's guard could not run ({failed[0]['ename']}: {failed[0]['evalue']})"

@@ -25,11 +25,12 @@ import random
 import sys
 from typing import Any
 
-MARK = "\x1e dlcourse-guard "
+MARK = "[dlcourse-guard] "  # plain ASCII: control characters split lines
 MODULES = ("builtins", "math", "numpy", "numpy.testing", "torch", "torch.nn", "torch.nn.functional",
            "torch.autograd", "torch.testing", "dlcourse", "dlcourse.check", "dlcourse.functional")
 # Names that IPython itself rebinds between cells.
-_VOLATILE = {"builtins": {"_", "__", "___", "exit", "quit", "get_ipython", "display", "__IPYTHON__"}}
+_VOLATILE = {"builtins": {"_", "__", "___", "exit", "quit", "get_ipython", "display", "__IPYTHON__",
+                          "input", "raw_input"}}  # ipykernel swaps input() per request
 _HOOK_LISTS = ("ast_transformers", "input_transformers_post", "input_transformers_cleanup")
 
 _state: dict[str, Any] = {}
