@@ -85,7 +85,9 @@ def notebook_for(path: Path, notebooks: list[str]) -> str:
 
 def _readable(path: Path) -> str | None:
     try:
-        nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+        text = path.read_text(encoding="utf-8")
+        json.loads(text)
+        nbformat.reads(text, as_version=4)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return f"the notebook {path.name} is not valid JSON ({err})"
     except Exception as err:  # noqa: BLE001 (nbformat raises several kinds)
