@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
 from dlcourse.device import get_device
 
@@ -234,7 +234,7 @@ class ShardSampler(Sampler[int]):
 
 
 def shard_loader(loader: Iterable, train: bool = True) -> Iterable:
-    """This rank's share of ``loader``: the same batches size, a different subset of the samples.
+    """This rank's share of ``loader``: the same batch size, a different subset of the samples.
 
     A ``DataLoader`` is rebuilt on the same data set with a ``DistributedSampler`` for training
     (shuffled if the original was, with the seed of its generator, padded so every rank gets
@@ -242,9 +242,10 @@ def shard_loader(loader: Iterable, train: bool = True) -> Iterable:
     number of steps) or a :class:`ShardSampler` for evaluation (nothing padded). The batch size
     stays the same, so the *effective* batch of one optimizer step is ``world_size`` times larger.
 
-    Outside a process group, a loader that already has a ``DistributedSampler``, or anything
-    that is not a ``DataLoader`` with a batch size, is returned unchanged (every rank then sees
-    all of it; a warning says so).
+    Outside a process group, or for a loader that already has a ``DistributedSampler``, the
+    loader is returned unchanged. So is anything else that cannot be split this way (not a
+    ``DataLoader``, a custom batch sampler, an iterable-style data set), with a warning: every
+    rank then sees all of it.
 
     Args:
         loader: the single-process loader.
@@ -258,10 +259,11 @@ def shard_loader(loader: Iterable, train: bool = True) -> Iterable:
         return loader
     if isinstance(loader, DataLoader) and isinstance(loader.sampler, DistributedSampler):
         return loader
-    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+    if (not isinstance(loader, DataLoader) or loader.batch_size is None
+            or isinstance(loader.dataset, IterableDataset)):
         if is_main_process():
-            warnings.warn("shard_loader: not a DataLoader with a batch_size, so every rank sees all of it",
-                          stacklevel=2)
+            warnings.warn("shard_loader: not a DataLoader with a batch_size over a map-style data set, "
+                          "so every rank sees all of it", stacklevel=2)
         return loader
     if train:
         seed = loader.generator.initial_seed() if loader.generator is not None else 0
