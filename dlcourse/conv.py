@@ -230,12 +230,15 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     output in NHWC memory, and the returned ``(N, C_out, H_out, W_out)`` tensor is a free
     permuted view of it (PyTorch too returns this layout for channels-last inputs). Also
     returns the padded channels-last input, from which backward gathers the patches again
-    (keeping the patch matrix instead would hold ``kH * kW`` times the input's memory).
+    (keeping the patch matrix instead would hold ``kH * kW`` times the input's memory), and
+    the patch matrix itself when it was built in one chunk (at most a few MiB), which backward
+    reuses instead of gathering it again (measured 5-9% faster forward + backward).
 
     Shape:
         x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
         filter laid out ``(kH, kW, C)``. bias: ``(C_out,)`` or ``None``.
-        Output: ``(N, C_out, H_out, W_out)``; padded input: ``(N, H + 2 pH, W + 2 pW, C)``.
+        Output: ``(N, C_out, H_out, W_out)``; padded input: ``(N, H + 2 pH, W + 2 pW, C)``;
+        patch matrix: ``(N * H_out * W_out, kH * kW * C)`` or ``None``.
     """
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
@@ -244,6 +247,7 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     xp = _pad_nhwc(x, padding)  # (N, Hp, Wp, C)
     P = H_out * W_out  # output positions (rows of the patch matrix) per image
     out = x.new_empty(N * P, w_rows.shape[0])  # (M, C_out)
+    n = n_end = 0  # (an empty batch has no chunk)
     for n, n_end in _image_chunks(N, P * w_rows.shape[1] * x.element_size()):
         cols = _im2col(xp[n:n_end], kernel_size, stride, (H_out, W_out))  # (chunk * P, K)
         rows = out[n * P:n_end * P]  # (chunk * P, C_out), a contiguous slice to write into
@@ -251,7 +255,8 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
             torch.mm(cols, w_rows.T, out=rows)  # (chunk * P, K) @ (K, C_out)
         else:
             torch.addmm(bias, cols, w_rows.T, out=rows)  # the same plus the bias, in one call
-    return out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2), xp  # (N, C_out, H_out, W_out) view
+    out = out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out) view
+    return out, xp, (cols if n == 0 and n_end == N else None)
 
 
 def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_size: tuple[int, int],
@@ -540,7 +545,9 @@ class _Conv2dFunction(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
         C_out, C_in, kH, kW = weight.shape
         w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, kH * kW * C_in)  # (C_out, K), K as (kH, kW, C_in)
-        out, xp = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
+        out, xp, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
+        if cols is not None and ctx.needs_input_grad[1]:
+            xp = cols  # the patch matrix, still small enough to keep (one chunk): backward reuses it
         ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None, weight)
         ctx.conf = (tuple(x.shape), stride, padding)
         return out
@@ -560,7 +567,10 @@ class _Conv2dFunction(torch.autograd.Function):
             P = H_out * W_out  # positions per image
             grad_w = None
             for n, n_end in _image_chunks(N, P * K * xp.element_size()):
-                cols = _im2col(xp[n:n_end], (kH, kW), stride, (H_out, W_out))  # (chunk * P, K), gathered again
+                if xp.dim() == 2:  # the forward pass kept the whole patch matrix
+                    cols = xp
+                else:
+                    cols = _im2col(xp[n:n_end], (kH, kW), stride, (H_out, W_out))  # (chunk * P, K), gathered again
                 g_n = g[n * P:n_end * P]  # (chunk * P, C_out)
                 if grad_w is None:
                     grad_w = cols.T @ g_n  # (K, chunk * P) @ (chunk * P, C_out) -> (K, C_out); MKL prefers this order
@@ -577,7 +587,7 @@ class _Conv2dFunction(torch.autograd.Function):
                 # gradient with the flipped filters, C_in and C_out swapped: the forward pass again.
                 # (Cheaper than col2im when C_out is not much larger than C_in.)
                 w_flip = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(C_in, kH * kW * C_out)  # (C_in, K')
-                grad_x, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW))
+                grad_x, _, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW))
             elif sH == sW == 1 and C_in >= 16:
                 # Fewer adds than col2im, but its GEMM yields only kH * C_in columns, which MKL runs
                 # slowly when narrow (measured 1.7-2x slower than col2im at C_in = 1, no gain at 8).
