@@ -141,7 +141,7 @@ def train_gpt(config: GPTConfig | GPT, train_ids: Tensor, val_ids: Tensor, train
     """Train a GPT on next-token prediction; return it and its history.
 
     Args:
-        config: a :class:`GPTConfig` (a new model is built with ``training.seed``) or a model.
+        config: a :class:`~dlcourse.transformer.GPTConfig` (a new model is built with ``training.seed``) or a model.
         train_ids, val_ids: 1-D token tensors.
         training: the optimisation settings (default :data:`CHAPTER_TRAINING`).
         target_loss: stop at the first evaluation whose validation loss is at or below it.

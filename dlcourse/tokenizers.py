@@ -149,9 +149,9 @@ class BPETokenizer:
 
         Each step counts the adjacent pairs over all chunks (a distinct chunk counted once,
         weighted by how often it occurs), merges the most frequent pair everywhere, and
-        records it. (The counts are updated only for the chunks a merge changes, which makes
-        training on a few hundred thousand characters take seconds, not minutes.) Ties go to the smallest pair, so training is deterministic. Training
-        stops early when no pair occurs twice.
+        records it. Ties go to the smallest pair, so training is deterministic. Training
+        stops early when no pair occurs twice. (The counts are updated only for the chunks a
+        merge changes, so a few hundred thousand characters take seconds, not minutes.)
 
         Args:
             text: the training text.
@@ -175,7 +175,8 @@ class BPETokenizer:
             counts = +counts  # drop pairs whose count fell to 0
             if not counts:
                 break
-            pair, n = max(counts.items(), key=lambda kv: (kv[1], (-kv[0][0], -kv[0][1])))  # most frequent, then smallest
+            # the most frequent pair; on a tie, the smallest
+            pair, n = max(counts.items(), key=lambda kv: (kv[1], (-kv[0][0], -kv[0][1])))
             if n < 2:
                 break
             # Only the chunks that hold the pair change: take their old pairs out, the new ones in.

@@ -134,7 +134,10 @@ class MultiHeadAttention(nn.Module):
             nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """Self-attention of ``x``; ``attn_mask``/``is_causal`` as in :func:`scaled_dot_product_attention`.
+        """Self-attention of ``x``, ``(B, T, E) -> (B, T, E)``.
+
+        ``attn_mask`` and ``is_causal`` are those of
+        :func:`~dlcourse.attention.scaled_dot_product_attention`.
 
         Note that a boolean ``attn_mask`` here means *may attend* (``True``), as in the
         functional form; ``torch.nn.MultiheadAttention`` uses the opposite convention.
