@@ -208,7 +208,7 @@ def train_gpt(config: GPTConfig | GPT, train_ids: Tensor, val_ids: Tensor, train
     return model, history
 
 
-#: The chapter's tiny GPT: characters of the Python help texts, 2 blocks of width 64 (about 110k parameters).
+#: The chapter's tiny GPT on characters of the Python help texts, 2 blocks of width 64 (117k parameters).
 CHAPTER_CONFIG = GPTConfig(
     vocab_size=128,  # replaced by the tokenizer's size (about 100 characters): see chapter_config
     block_size=64,  # 64 characters of context

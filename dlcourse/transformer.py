@@ -177,6 +177,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``proj(gelu(fc(x)))``, then dropout."""
         return self.dropout(self.proj(self.act(self.fc(x))))  # (*, C) -> (*, rC) -> (*, C)
 
 
@@ -210,6 +211,7 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The two residual steps: attention, then the MLP."""
         x = x + self.attn(self.ln_1(x), is_causal=self.causal)  # (B, T, C): mix across positions
         x = x + self.mlp(self.ln_2(x))  # (B, T, C): transform each position
         return x
