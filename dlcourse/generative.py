@@ -7,7 +7,8 @@ purpose: each trains in seconds on two CPU cores.
   of a GAN, from the logits of the discriminator; :func:`gaussian_kl`, :func:`reparameterize`
   and :func:`vae_loss` of a variational autoencoder.
 * Models. :class:`MLPAutoencoder`, :class:`ConvAutoencoder` and :class:`VAE` for 28x28 digits;
-  :func:`mlp_generator` and :func:`mlp_discriminator` for 2-D points;
+  :func:`mlp_generator` and :func:`mlp_discriminator` for 2-D points, with
+  :class:`MinibatchStd` against mode collapse;
   :func:`digit_generator` and :func:`digit_discriminator` for 28x28 digits.
 * Data. :func:`ring_of_gaussians`, the classic 2-D test of a GAN, and :func:`ring_coverage`,
   which counts the modes a generator's samples cover.
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 __all__ = [
     "softplus", "discriminator_loss", "generator_loss", "reparameterize", "gaussian_kl", "vae_loss",
     "MLPAutoencoder", "ConvAutoencoder", "VAE", "mlp_generator", "mlp_discriminator",
-    "digit_generator", "digit_discriminator", "ring_of_gaussians", "ring_modes", "ring_coverage",
+    "MinibatchStd", "digit_generator", "digit_discriminator", "ring_of_gaussians", "ring_modes", "ring_coverage",
 ]
 
 IMAGE_SHAPE = (1, 28, 28)  # the digits of dlcourse.data.load_mnist
@@ -320,6 +321,35 @@ def mlp_discriminator(in_dim: int = 2, hidden: int = 128) -> nn.Sequential:
     """
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
                          nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+
+class MinibatchStd(nn.Module):
+    r"""A discriminator that also sees how spread out its whole batch is: a remedy for mode collapse.
+
+    Each sample gets one extra feature, the standard deviation over the batch averaged over
+    the features, :math:`s = \frac{1}{d}\sum_k \operatorname{std}_n(x_{n,k})`, before
+    ``discriminator`` scores it (the "minibatch standard deviation" of Karras et al. 2018, a
+    simple form of the minibatch discrimination of Salimans et al. 2016). A collapsed generator
+    produces batches with a much smaller spread than real ones, which the discriminator can
+    now see and punish.
+
+    Args:
+        discriminator: a network taking ``in_dim + 1`` features, e.g. ``mlp_discriminator(3)``
+            for points in the plane.
+
+    Shape:
+        Input: ``(N, in_dim)`` with ``N >= 2``. Output: what ``discriminator`` returns, e.g. ``(N, 1)``.
+    """
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or len(x) < 2:
+            raise ValueError(f"MinibatchStd: expected a batch (N, in_dim) with N >= 2, got {tuple(x.shape)}")
+        spread = x.std(dim=0).mean().expand(len(x), 1)  # (N, 1): the same number for every sample
+        return self.discriminator(torch.cat([x, spread], dim=1))  # (N, in_dim + 1)
 
 
 def digit_generator(latent_dim: int = 32, hidden: int = 256) -> nn.Sequential:

@@ -15,7 +15,7 @@ from torch.distributions import Normal, kl_divergence
 
 from dlcourse.gan import gan_step, train_gan
 from dlcourse.generative import (
-    VAE, ConvAutoencoder, MLPAutoencoder, digit_discriminator, digit_generator, discriminator_loss, gaussian_kl,
+    VAE, ConvAutoencoder, MinibatchStd, MLPAutoencoder, digit_discriminator, digit_generator, discriminator_loss, gaussian_kl,
     generator_loss, mlp_discriminator, mlp_generator, reparameterize, ring_coverage, ring_modes, ring_of_gaussians,
     softplus, vae_loss,
 )
@@ -204,6 +204,20 @@ def test_gan_network_shapes(device):
     images = g(torch.randn(7, 16, device=device))
     assert images.shape == (7, 1, 28, 28) and ((images > 0) & (images < 1)).all()
     assert d(images).shape == (7, 1)
+
+
+def test_minibatch_std_adds_the_batch_spread(device):
+    torch.manual_seed(0)
+    inner = mlp_discriminator(3, hidden=8).to(device)
+    d = MinibatchStd(inner)
+    x = torch.randn(6, 2, device=device)
+    expected = inner(torch.cat([x, x.std(0).mean().expand(6, 1)], dim=1))
+    torch.testing.assert_close(d(x), expected)
+    assert d(x.repeat(3, 1)[:6]).shape == (6, 1)
+    collapsed = torch.ones(6, 2, device=device)  # no spread at all: the extra feature is 0
+    torch.testing.assert_close(d(collapsed), inner(torch.cat([collapsed, torch.zeros(6, 1, device=device)], 1)))
+    with pytest.raises(ValueError, match=r"MinibatchStd: expected a batch \(N, in_dim\) with N >= 2, got \(1, 2\)"):
+        d(x[:1])
 
 
 def test_ring_of_gaussians_and_coverage(device):
