@@ -1,7 +1,8 @@
 """The strict book build (`jupyter-book build . -W -n --keep-going`): every chapter executes
 without error and renders with its figures and math.
 
-The build runs once per test session (a session fixture), so each notebook is executed at most
+The build runs once per test session (the ``build`` fixture of conftest.py, shared with the
+browser tests of test_site.py), so each notebook is executed at most
 once per `make test`; Jupyter Book's execution cache skips notebooks that did not change since
 the last build, and the cache is cleared whenever `dlcourse` itself changed.
 """
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,19 +49,6 @@ def source_of(entry: str) -> Path:
 def executed_chapters() -> list[str]:
     """Notebooks the build executes: every toc notebook except the student labs."""
     return [e for e in toc_entries() if source_of(e).suffix == ".ipynb" and not e.startswith("labs/")]
-
-
-@pytest.fixture(scope="session")
-def build() -> subprocess.CompletedProcess:
-    from dlcourse.notebooks import cache_guard
-
-    cache_guard(BUILD)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    start = time.perf_counter()
-    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
-    proc.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
-    return proc
 
 
 def test_strict_build_succeeds_without_warnings(build):

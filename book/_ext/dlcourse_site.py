@@ -10,6 +10,13 @@ Nothing third-party is committed to the repository and nothing is loaded from a 
   served as ``_static/html-manager`` (``embed.js`` bundles the standard widgets and their fonts).
 
 ``_config.yml`` points Sphinx at these copies (``mathjax_path``, ``nb_ipywidgets_js``).
+
+Two fixes for the browser console, which the site's browser tests keep empty:
+
+- ipywidgets 8 typesets labels with MathJax 2's ``MathJax.Hub.Queue``; ``static/dlcourse/mathjax2-hub.js``
+  (ours) forwards it to MathJax 3.
+- sphinx-thebe adds its inline configuration script twice (``const THEBE_JS_URL`` declared twice
+  is a SyntaxError): each page keeps one copy of every script.
 """
 
 from __future__ import annotations
@@ -85,9 +92,33 @@ def html_manager_static(vendor: Path) -> Path:
 def add_static_paths(app: Sphinx, config: Config) -> None:
     # app.outdir is <build>/html: keep the npm download beside it, in <build>/.vendor.
     vendor = Path(app.outdir).parent / ".vendor"
-    config.html_static_path = [*config.html_static_path, str(mathjax_static()), str(html_manager_static(vendor))]
+    ours = Path(__file__).resolve().parent / "static"
+    config.html_static_path = [*config.html_static_path, str(mathjax_static()), str(html_manager_static(vendor)),
+                               str(ours)]
+
+
+def add_scripts(app: Sphinx) -> None:
+    # Before everything else, so it sees every assignment of window.MathJax.
+    app.add_js_file("dlcourse/mathjax2-hub.js", priority=100)
+
+
+def one_copy_of_each_script(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        # An inline script is added once with filename None and once with "": the same script.
+        key = (getattr(js, "filename", str(js)) or "", tuple(sorted((getattr(js, "attributes", None) or {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
 
 
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", add_static_paths)
+    app.connect("builder-inited", add_scripts)
+    # After the other extensions have added their per-page scripts (default priority 500).
+    app.connect("html-page-context", one_copy_of_each_script, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

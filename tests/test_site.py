@@ -1,0 +1,324 @@
+"""The built site as a reader sees it: every page opened in headless Chromium (driven by
+Playwright) from a server on 127.0.0.1, with every request to any other host blocked, so the
+site must be complete without a network.
+
+Checked on every page: no console errors and no failed requests, typeset math (MathJax output,
+no raw ``\\(`` left), figures that load, widgets rendered from their saved state, internal links
+that resolve; on notebook pages the launch buttons (Colab, download .ipynb, Binder and JupyterHub
+where ``_config.yml`` sets them); and search finds "convolution". Screenshots of three pages go to
+``_build/screenshots/``.
+
+Chromium is Debian's package (``/usr/bin/chromium``): installed with apt-get when it is missing
+and the tests run as root; Playwright (from PyPI) drives it and downloads no browser of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+SCREENSHOTS = BUILD / "screenshots"
+# Flags for a headless Chromium on a machine without network: no background connections
+# (component updates, sync, ...), no sandbox (the tests may run as root), no GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--disable-default-apps", "--disable-extensions"]
+# Three pages to look at: the landing page, a chapter with math and figures, search results.
+SCREENSHOT_PAGES = {"index.png": "book/index.html", "02_perceptron.png": "book/02_perceptron.html",
+                    "search_convolution.png": "search.html?q=convolution"}
+
+pytestmark = pytest.mark.slow
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of Debian's Chromium, installing the package first when it is missing."""
+    path = find_chromium()
+    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                pytest.fail(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        path = find_chromium()
+    if path is None:
+        pytest.fail("the browser tests need Debian's Chromium: run `sudo apt-get install chromium` "
+                    "(or put a chromium on PATH)")
+    return path
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="session")
+def site(build) -> str:
+    """The built site served on 127.0.0.1 (a free port), for as long as the session lasts."""
+    if build.returncode != 0:
+        pytest.fail(f"the book build failed (exit {build.returncode}); see test_book.py")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(HTML)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@dataclass
+class Visit:
+    """What one page showed in the browser."""
+
+    errors: list[str] = field(default_factory=list)    # console errors and uncaught exceptions
+    failed: list[str] = field(default_factory=list)    # requests that failed, were blocked or got >= 400
+    math: dict = field(default_factory=dict)
+    broken_images: list[str] = field(default_factory=list)
+    widgets: dict = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)
+    buttons: dict = field(default_factory=dict)
+
+
+def pages() -> list[str]:
+    """Every HTML page of the site, relative to its root."""
+    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+                  if not {"_static", "_sources", "_images"} & set(p.relative_to(HTML).parts))
+
+
+WAIT_FOR_MATH = """async () => {
+    if (!document.querySelector('.math')) return {has_math: false};
+    const t0 = Date.now();
+    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+        if (Date.now() - t0 > 60000) return {has_math: true, loaded: false};
+        await new Promise(r => setTimeout(r, 100));
+    }
+    await MathJax.startup.promise;
+    const maths = Array.from(document.querySelectorAll('.math'));
+    const raw = maths.filter(e => !e.querySelector('mjx-container') || /\\\\[(\\[]|\\$\\$/.test(e.textContent));
+    return {has_math: true, loaded: true, count: maths.length,
+            typeset: document.querySelectorAll('mjx-container').length,
+            raw: raw.slice(0, 5).map(e => e.textContent.slice(0, 80))};
+}"""
+
+WAIT_FOR_IMAGES = """async () => {
+    const imgs = Array.from(document.images);
+    imgs.forEach(i => { i.loading = 'eager'; });
+    await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+    return imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'));
+}"""
+
+WAIT_FOR_WIDGETS = """async () => {
+    const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length;
+    if (!views) return {views: 0};
+    const t0 = Date.now();
+    while (!document.querySelector('.jupyter-widgets') && Date.now() - t0 < 30000) {
+        await new Promise(r => setTimeout(r, 100));
+    }
+    return {views: views, rendered: document.querySelectorAll('.jupyter-widgets').length};
+}"""
+
+LINKS_AND_BUTTONS = """() => ({
+    links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+    colab: Array.from(document.querySelectorAll('a[href*="colab.research.google.com"]')).map(a => a.href),
+    binder: Array.from(document.querySelectorAll('a.btn-launch-binder, a[href*="/v2/gh/"]')).map(a => a.href),
+    jupyterhub: Array.from(document.querySelectorAll('a[href*="hub/user-redirect/git-pull"]')).map(a => a.href),
+    download: Array.from(document.querySelectorAll('a.btn-download-source-button')).map(a => a.href),
+})"""
+
+
+@pytest.fixture(scope="session")
+def crawl(site, browser) -> dict[str, Visit]:
+    """Open every page once; the tests below read what each one showed."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    host = urllib.parse.urlsplit(site).netloc
+    blocked: list[str] = []
+
+    def offline(route):
+        # The site must not need the network: anything not served by our server fails the page.
+        if urllib.parse.urlsplit(route.request.url).netloc == host:
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("blockedbyclient")
+
+    context.route("**/*", offline)
+    visits: dict[str, Visit] = {}
+    start = time.perf_counter()
+    for rel in pages():
+        visit = visits[rel] = Visit()
+        redirect = re.search(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', (HTML / rel).read_text(encoding="utf-8"))
+        if redirect:  # Jupyter Book's index.html, a redirect to the root page: check where it points
+            visit.links = [urllib.parse.urljoin(site + rel, redirect.group(1))]
+            continue
+        page = context.new_page()
+        page.on("console", lambda m, v=visit: v.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e, v=visit: v.errors.append(f"uncaught: {e}"))
+        page.on("requestfailed", lambda r, v=visit: v.failed.append(f"{r.url} ({r.failure})"))
+        page.on("response", lambda r, v=visit: v.failed.append(f"{r.url} (HTTP {r.status})") if r.status >= 400 else None)
+        page.goto(site + rel, wait_until="load", timeout=120_000)
+        visit.math = page.evaluate(WAIT_FOR_MATH)
+        visit.broken_images = page.evaluate(WAIT_FOR_IMAGES)
+        visit.widgets = page.evaluate(WAIT_FOR_WIDGETS)
+        found = page.evaluate(LINKS_AND_BUTTONS)
+        visit.links, visit.buttons = found.pop("links"), found
+        page.close()
+    crawl_seconds = time.perf_counter() - start
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, rel in SCREENSHOT_PAGES.items():
+        page = context.new_page()
+        page.goto(site + rel, wait_until="load", timeout=120_000)
+        page.evaluate(WAIT_FOR_MATH)
+        if rel.startswith("search.html"):
+            page.wait_for_selector("ul.search li", timeout=60_000)
+        page.screenshot(path=str(SCREENSHOTS / name))
+        page.close()
+    context.close()
+    elapsed = time.perf_counter() - start
+    summary = {"pages": len(visits), "crawl_seconds": round(crawl_seconds, 1), "with_screenshots_seconds": round(elapsed, 1),
+               "blocked_requests": sorted(set(blocked)), "screenshots": sorted(SCREENSHOT_PAGES)}
+    (BUILD / "site_check.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nbrowser: {len(visits)} pages in {crawl_seconds:.1f} s ({elapsed:.1f} s with screenshots); "
+          f"screenshots in {SCREENSHOTS.relative_to(ROOT)}: {', '.join(SCREENSHOT_PAGES)}")
+    return visits
+
+
+def report(problems: dict[str, list]) -> str:
+    return "\n".join(f"  {page}: {items[:5]}" for page, items in problems.items())
+
+
+def test_site_has_the_pages_of_the_toc(crawl):
+    assert "book/index.html" in crawl and "search.html" in crawl
+    assert any(p.startswith("book/api/") for p in crawl), "no API reference pages"
+    assert len(crawl) >= 10, sorted(crawl)
+
+
+def test_every_page_loads_without_console_errors_or_failed_requests(crawl):
+    problems = {p: v.errors + v.failed for p, v in crawl.items() if v.errors or v.failed}
+    assert not problems, "pages with console errors or failed (or off-site) requests:\n" + report(problems)
+
+
+def test_math_is_typeset_on_every_page_with_math(crawl):
+    with_math = {p: v.math for p, v in crawl.items() if v.math.get("has_math")}
+    assert "book/02_perceptron.html" in with_math, "chapter 2 has no math markup"
+    problems = {p: [m] for p, m in with_math.items() if not m.get("loaded") or m.get("raw") or not m.get("typeset")}
+    assert not problems, "math not typeset by MathJax:\n" + report(problems)
+
+
+def test_every_figure_loads(crawl):
+    problems = {p: v.broken_images for p, v in crawl.items() if v.broken_images}
+    assert not problems, "images that did not load (naturalWidth 0):\n" + report(problems)
+    assert any(v.broken_images == [] for v in crawl.values())
+
+
+def test_widgets_render_from_their_saved_state(crawl):
+    problems = {p: [v.widgets] for p, v in crawl.items() if v.widgets.get("views") and not v.widgets.get("rendered")}
+    assert not problems, "widget views that the HTML manager did not render:\n" + report(problems)
+
+
+def test_every_internal_link_resolves(crawl, site):
+    ids: dict[Path, str] = {}
+    problems: dict[str, list] = {}
+    for rel, visit in crawl.items():
+        for href in dict.fromkeys(visit.links):
+            url = urllib.parse.urlsplit(href)
+            if not href.startswith(site):
+                continue
+            target = HTML / urllib.parse.unquote(url.path[1:])
+            if url.path.endswith("/"):
+                target = target / "index.html"
+            if not target.is_file():
+                problems.setdefault(rel, []).append(f"{href}: no such file")
+            elif url.fragment and target.suffix == ".html":
+                if target not in ids:
+                    ids[target] = target.read_text(encoding="utf-8")
+                frag = urllib.parse.unquote(url.fragment)
+                if f'id="{frag}"' not in ids[target] and f'name="{frag}"' not in ids[target]:
+                    problems.setdefault(rel, []).append(f"{href}: no element with id {frag!r}")
+    assert not problems, "internal links that do not resolve:\n" + report(problems)
+
+
+def notebook_pages() -> dict[str, str]:
+    """``page.html -> path of its notebook in the repository`` for every page built from a notebook."""
+    return {p.relative_to(HTML).with_suffix(".html").as_posix(): p.relative_to(HTML / "_sources").as_posix()
+            for p in (HTML / "_sources").rglob("*.ipynb")}
+
+
+def test_launch_and_download_buttons_point_at_the_notebook(crawl, site):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo, branch = config["repository"]["url"].rstrip("/"), config["repository"]["branch"]
+    org_repo = urllib.parse.urlsplit(repo).path.strip("/")
+    launch = config.get("launch_buttons", {})
+    nb_pages = notebook_pages()
+    assert any(p.startswith("book/") for p in nb_pages) and any(p.startswith("labs/") for p in nb_pages)
+    problems: dict[str, list] = {}
+    for page, notebook in nb_pages.items():
+        buttons, wrong = crawl[page].buttons, []
+        colab = f"{launch['colab_url'].rstrip('/')}/github/{org_repo}/blob/{branch}/{notebook}"
+        if buttons["colab"] != [colab]:
+            wrong.append(f"Colab: expected [{colab}], got {buttons['colab']}")
+        download = site + "_sources/" + notebook
+        if buttons["download"] != [download]:
+            wrong.append(f"download: expected [{download}], got {buttons['download']}")
+        elif "cells" not in json.loads((HTML / "_sources" / notebook).read_text(encoding="utf-8")):
+            wrong.append(f"download: {download} is not a notebook")
+        if launch.get("binderhub_url"):
+            binder = f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org_repo}/{branch}?urlpath="
+            if len(buttons["binder"]) != 1 or not buttons["binder"][0].startswith(binder) or notebook not in buttons["binder"][0]:
+                wrong.append(f"Binder: expected {binder}...{notebook}, got {buttons['binder']}")
+        if launch.get("jupyterhub_url"):
+            if len(buttons["jupyterhub"]) != 1 or urllib.parse.quote(notebook, safe="") not in buttons["jupyterhub"][0] \
+                    and notebook not in buttons["jupyterhub"][0]:
+                wrong.append(f"JupyterHub: expected a link to {notebook}, got {buttons['jupyterhub']}")
+        if wrong:
+            problems[page] = wrong
+    assert not problems, "launch buttons that do not point at the page's notebook:\n" + report(problems)
+
+
+def test_search_finds_convolution_offline(site, browser):
+    context = browser.new_context()
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site) else route.abort())
+    page = context.new_page()
+    page.goto(site + "search.html?q=convolution", wait_until="load", timeout=120_000)
+    page.wait_for_selector("ul.search li", timeout=60_000)
+    results = page.eval_on_selector_all("ul.search li a", "links => links.map(a => a.getAttribute('href'))")
+    context.close()
+    assert any("06_convolution" in r for r in results), f"search for 'convolution' did not find chapter 6: {results[:10]}"
+
+
+def test_screenshots_were_written(crawl):
+    for name in SCREENSHOT_PAGES:
+        shot = SCREENSHOTS / name
+        assert shot.is_file() and shot.stat().st_size > 10_000, f"{shot} missing or empty"
