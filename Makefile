@@ -29,7 +29,7 @@ book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/
 	$(BOOK)
 	@echo "The site is at file://$(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, the nbgrader round trip)
+test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, the site in headless Chromium, the nbgrader round trip)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## dlcourse vs torch speed ratios, time to accuracy, notebook times into _build/bench.json (BENCH_ARGS="--notebooks run --publish": run every notebook, update the Performance page)

@@ -4,6 +4,10 @@ headless matplotlib whose figures are closed after every test."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 # Choose the headless backend before anything imports pyplot. Then put the environment back,
 # so notebook kernels that other tests start (they inherit os.environ) keep their inline backend.
@@ -82,3 +86,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def build() -> subprocess.CompletedProcess:
+    """The strict book build (``jupyter-book build . -W -n --keep-going`` into ``_build``), run once
+    per test session and shared by test_book.py and the browser tests of test_site.py."""
+    from dlcourse.notebooks import cache_guard
+
+    root = Path(__file__).resolve().parents[1]
+    cache_guard(root / "_build")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    start = time.perf_counter()
+    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going"], cwd=root,
+                          capture_output=True, text=True, timeout=1800)
+    proc.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
+    return proc
