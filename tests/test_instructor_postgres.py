@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
-    base = tmp_path_factory.mktemp("pg")
+    # Not under pytest's temp folder: it is private (0700) and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="dlcourse-pg-"))
     os.chmod(base, 0o755)
     data, sock = base / "data", base / "sock"
     sock.mkdir()
@@ -46,6 +48,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
     if os.getuid() == 0:
         if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
             pytest.skip("running as root without a `postgres` user to start the server as")
+        shutil.chown(base, "postgres")  # the server writes its log there
         shutil.chown(sock, "postgres")
         data.mkdir()
         shutil.chown(data, "postgres")
@@ -57,13 +60,15 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
     start = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(base / "log"),
                             "-o", f"-k {sock} -c listen_addresses='' -p 54329", "start"], capture_output=True, text=True)
     if start.returncode:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr[-300:]} {(base / 'log').read_text()[-300:]}")
+        log = (base / "log").read_text()[-300:] if (base / "log").exists() else ""
+        pytest.skip(f"PostgreSQL did not start: {start.stderr[-300:]} {log}")
     try:
         subprocess.run([*as_user, str(bindir.parent / "bin" / "createdb"), "-h", str(sock), "-p", "54329", "-U", "grader",
                         "dlcourse"], check=True, capture_output=True)
         yield f"postgresql+psycopg://grader@/dlcourse?host={sock}&port=54329"
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_parallel_autograde_into_postgresql(postgres: str, tmp_path: Path) -> None:
