@@ -38,12 +38,13 @@ def toc_notebooks() -> list[Path]:
 
 def fix_command(stale: list[Path]) -> str:
     """The exact command that brings ``stale`` up to date: student labs are generated from
-    ``solutions/``, so for them the tool runs on the instructor notebook and then ``make labs``."""
+    ``solutions/``, so for them the tool runs on the instructor notebook, then ``make labs``."""
     targets, regenerate = [], False
     for path in stale:
         rel = path.relative_to(ROOT)
         if rel.parts[0] == "labs":
-            rel, regenerate = Path("solutions", *rel.parts[1:]), True
+            rel = Path("solutions", *rel.parts[1:])
+        regenerate = regenerate or rel.parts[0] == "solutions"
         if rel.as_posix() not in targets:
             targets.append(rel.as_posix())
     command = f"{TOOL} {' '.join(targets)}"
@@ -127,3 +128,9 @@ def test_fix_command_names_the_instructor_notebook_for_labs():
              ROOT / "solutions" / "lab05_y" / "lab05_y.ipynb"]
     assert fix_command(stale) == (f"{TOOL} book/10_x.ipynb solutions/lab05_y/lab05_y.ipynb"
                                   " && PATH=$PWD/.venv/bin:$PATH make labs")
+
+
+def test_fix_command_regenerates_the_labs_after_a_solution():
+    assert fix_command([ROOT / "solutions" / "lab07_z" / "lab07_z.ipynb"]) == (
+        f"{TOOL} solutions/lab07_z/lab07_z.ipynb && PATH=$PWD/.venv/bin:$PATH make labs")
+    assert fix_command([ROOT / "book" / "11_x.ipynb"]) == f"{TOOL} book/11_x.ipynb"
