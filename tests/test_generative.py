@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from dlcourse.gan import gan_step, train_gan
