@@ -104,6 +104,7 @@ def test_the_json_has_time_to_accuracy_and_notebooks(quick_run):
         assert results["time_to_accuracy"][key] == d["seconds"]
     assert results["notebooks"] == {}  # --quick skips the notebooks
     assert results["notebooks_summary"]["targets"]["book_s"]["met"] is None
+    assert set(results["elapsed_s"]) == {"ratios", "time_to_accuracy", "notebooks"}
 
 
 def test_the_tables_list_the_tasks(quick_run):
@@ -149,5 +150,7 @@ def test_notebook_summary_marks_the_budgets():
     assert t["lab_s"]["met"] is True and t["peak_mib"]["over"] == ["book/02.ipynb"]
     assert t["book_s"]["met"] is True and summary["failed"] == ["solutions/lab01/lab01.ipynb"]
     assert bench.notebook_summary(nbs, expected=4)["targets"]["book_s"]["met"] is None  # one not timed
+    nbs["book/02.ipynb"]["seconds"] = 500.0
+    assert bench.notebook_summary(nbs, expected=4)["targets"]["book_s"]["met"] is False  # over, even so
     nbs["book/01.ipynb"]["peak_mib"] = None  # times from the book's cache: memory unknown
     assert bench.notebook_summary(nbs)["targets"]["peak_mib"]["met"] is None
