@@ -273,8 +273,9 @@ def test_every_internal_link_resolves(crawl, site):
 
 def notebook_pages() -> dict[str, str]:
     """``page.html -> path of its notebook in the repository`` for every page built from a notebook."""
-    return {p.relative_to(HTML).with_suffix(".html").as_posix(): p.relative_to(HTML / "_sources").as_posix()
-            for p in (HTML / "_sources").rglob("*.ipynb")}
+    sources = HTML / "_sources"
+    return {p.relative_to(sources).with_suffix(".html").as_posix(): p.relative_to(sources).as_posix()
+            for p in sources.rglob("*.ipynb")}
 
 
 def test_launch_and_download_buttons_point_at_the_notebook(crawl, site):
