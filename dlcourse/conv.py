@@ -24,12 +24,13 @@ written out by hand and is made of matrix products too:
 3x3, stride-1 convolutions with many channels (the bulk of a CNN's work) use Winograd's minimal
 filtering algorithm instead (:class:`_Winograd3x3Function`): each 4x4 (or 2x2) block of outputs
 comes from a 6x6 (or 4x4) input tile with 36 (or 16) multiplications per channel pair instead of
-144 (or 36), the rest being cheap additions; its backward pass is the same algorithm transposed.
-In float32 the 4x4 tiles round to about 1e-5 of the output's largest value, some ten times a
+144 (or 36). The tile transforms are matrix products too, with Kronecker matrices that
+transform every tile of the batch in one call; the backward pass is the same algorithm
+transposed. In float32 the 4x4 tiles round to about 1e-5 of the output's largest value, some ten times a
 direct sum's rounding (float64: 1e-13); still far below what training notices.
 
-No convolution routine of PyTorch is called, only views (``as_strided``), a gather
-(``index_select``), elementwise adds and matrix products, so it runs on any device and in any
+No convolution routine of PyTorch is called, only views (``as_strided``), gathers
+(``index_select``) and their adjoint (``index_add_``), elementwise adds and matrix products, so it runs on any device and in any
 floating dtype.
 """
 
@@ -357,63 +358,47 @@ _F4 = _WinogradTile(  # F(4x4, 3x3): 36 products per 4x4 output tile instead of 
 )
 
 
-def _transpose(matrix: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], ...]:
-    return tuple(zip(*matrix))
+def _kron(f: _WinogradTile, which: str, like: Tensor) -> Tensor:
+    r"""A transform applied to a whole tile at once: :math:`P \otimes P` for ``P = f.<which>``.
 
-
-def _lincomb(matrix: tuple[tuple[float, ...], ...], parts: list[Tensor], outs: list[Tensor],
-             accumulate: bool = False) -> None:
-    """``outs[k] = sum_a matrix[k][a] * parts[a]`` (or ``+=`` with ``accumulate``), in place.
-
-    This is one small matrix applied along one axis of a tile (the parts are that axis's
-    slices). Zero coefficients are skipped and each other one costs one elementwise pass
-    (``torch.add(..., alpha=c)``), so the sparse Winograd matrices cost a few passes per row.
-    """
-    for row, out in zip(matrix, outs):
-        terms = sorted(((c, p) for c, p in zip(row, parts) if c != 0), key=lambda t: t[0] != 1)  # a 1 first
-        if not accumulate:
-            (c0, p0), terms = terms[0], terms[1:]
-            if c0 == 1 and terms:
-                (c1, p1), terms = terms[0], terms[1:]
-                torch.add(p0, p1, alpha=c1, out=out)
-            else:
-                torch.mul(p0, c0, out=out)
-        for c, p in terms:
-            out.add_(p, alpha=c)
-
-
-def _tile_slices(x: Tensor, dim: int, a: int, m: int, tiles: int) -> list[Tensor]:
-    """Views of ``x`` along ``dim``: the ``i``-th holds element ``i`` of every tile, ``i < a``.
-
-    Tile ``t`` covers positions ``m t .. m t + a - 1`` (neighbouring tiles overlap by
-    ``a - m = 2``). Shape: ``x`` with ``dim`` replaced by ``tiles``.
-    """
-    index = [slice(None)] * x.dim()
-    views = []
-    for i in range(a):
-        index[dim] = slice(i, i + m * (tiles - 1) + 1, m)
-        views.append(x[tuple(index)])
-    return views
-
-
-def _lincomb_overlap_add(matrix: tuple[tuple[float, ...], ...], parts: list[Tensor], out: Tensor,
-                         dim: int, m: int) -> None:
-    """The adjoint of :func:`_tile_slices` after a transform: each tile's ``a`` rows added back.
-
-    ``row_i = sum_k matrix[i][k] * parts[k]`` goes to positions ``m t + i`` of ``out`` along
-    ``dim``. Rows ``i < m`` of all tiles cover ``0 .. m T - 1`` exactly once and are written
-    directly; rows ``i >= m`` overlap the next tile and are added on top.
+    With a tile flattened row by row (:math:`\operatorname{vec}(d)`, entry ``(i, j)`` at
+    ``a i + j``), :math:`\operatorname{vec}(P\, d\, P^\top) = (P \otimes P)\operatorname{vec}(d)`.
+    So one matrix product with this ``(r², c²)`` matrix transforms every tile of the batch,
+    instead of a dozen elementwise passes per side (few large calls are much faster than many
+    small ones on a busy two-core CPU, where each call waits for both threads).
 
     Shape:
-        parts: ``a`` tensors with ``T`` tiles along ``dim``. out: the same with ``m (T + 1)``
-        positions along ``dim`` (enough for the last tile's ``m + 2`` rows).
+        Output: ``(r², c²)`` for ``P`` of shape ``(r, c)``, in ``like``'s dtype and on its device.
     """
-    tiles = parts[0].shape[dim]
-    head = out.narrow(dim, 0, m * tiles).unflatten(dim, (tiles, m))  # position m t + i as [t, i]
-    _lincomb(matrix[:m], parts, [head.select(dim + 1, i) for i in range(m)])
-    out.narrow(dim, m * tiles, m).zero_()  # positions only the overlap rows reach
-    shifted = out.narrow(dim, m, m * tiles).unflatten(dim, (tiles, m))  # position m (t + 1) + i as [t, i]
-    _lincomb(matrix[m:], parts, [shifted.select(dim + 1, i) for i in range(len(matrix) - m)], accumulate=True)
+    P = torch.tensor(getattr(f, which), dtype=like.dtype, device=like.device)  # (r, c)
+    return torch.kron(P, P)  # (r², c²): [(k, l), (i, j)] = P[k, i] P[l, j]
+
+
+@functools.lru_cache(maxsize=32)
+def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, device: torch.device) -> Tensor:
+    """Which input pixel each entry of each Winograd tile reads, or ``N * H * W`` (a zero row) in the padding.
+
+    Tile ``(n, t_h, t_w)``'s entry ``(i, j)`` reads pixel ``(m t_h + i - p_h, m t_w + j - p_w)``
+    of image ``n``, counted in rows of the channels-last ``(N * H * W, C)`` input. Entries in the
+    zero padding, or where the last tiles stick out past it, read row ``N * H * W``, which holds
+    zeros (and in backward collects the gradient that falls there, to be dropped). Cached: a
+    training loop asks for the same few geometries every step.
+
+    Shape:
+        Output: ``(a² * T,)`` with ``a = m + 2`` and ``T = N * tH * tW`` tiles, ordered
+        ``(i, j, n, t_h, t_w)``: entry ``(i, j)`` of all tiles, then the next entry.
+    """
+    (pH, pW), a = padding, m + 2
+    tH, tW = -(-(H + 2 * pH - 2) // m), -(-(W + 2 * pW - 2) // m)  # tiles per column and row
+    rows = (torch.arange(tH, device=device).view(1, tH, 1) * m + torch.arange(a, device=device).view(a, 1, 1)
+            - pH)  # (a, tH, 1): pixel row of tile row t_h's entry i
+    cols = (torch.arange(tW, device=device).view(1, 1, tW) * m + torch.arange(a, device=device).view(a, 1, 1)
+            - pW)  # (a, 1, tW): pixel column of tile column t_w's entry j
+    rows, cols = rows.view(a, 1, 1, tH, 1), cols.view(1, a, 1, 1, tW)  # (i, j, n, t_h, t_w) axes
+    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)  # (a, a, 1, tH, tW)
+    image = torch.arange(N, device=device).view(1, 1, N, 1, 1) * (H * W)
+    index = torch.where(inside, image + rows * W + cols, N * H * W)  # (a, a, N, tH, tW)
+    return index.reshape(-1)  # (a² T,)
 
 
 class _Winograd3x3Function(torch.autograd.Function):
@@ -429,11 +414,15 @@ class _Winograd3x3Function(torch.autograd.Function):
         M_{kl} = V_{kl}\, U_{kl}, \qquad V_{kl} = (B^\top d B)_{kl} \in \mathbb{R}^{T \times C_{in}},
         \quad U_{kl} = (G g G^\top)_{kl} \in \mathbb{R}^{C_{in} \times C_{out}}
 
-    over all :math:`T` tiles of the batch. Every step is linear, so the backward pass runs the
-    same steps transposed: :math:`\partial M = A\, \partial Y A^\top` per tile, then
-    :math:`\partial U_{kl} = V_{kl}^\top \partial M_{kl}` (so :math:`\partial g = G^\top
-    \partial U G`) and :math:`\partial V_{kl} = \partial M_{kl} U_{kl}^\top` (so
-    :math:`\partial d = B\, \partial V B^\top`, with overlapping tiles added up).
+    over all :math:`T` tiles of the batch. Each transform is one matrix product with a
+    Kronecker matrix (:func:`_kron`) on the tiles laid out one tile entry per row:
+    :math:`V = (B^\top \otimes B^\top) D`, :math:`Y = (A^\top \otimes A^\top) M`,
+    :math:`U = (G \otimes G)\, g`. Every step is linear, so the backward pass runs the same
+    steps transposed: :math:`\partial M = (A \otimes A)\, \partial Y`, then
+    :math:`\partial U_{kl} = V_{kl}^\top \partial M_{kl}` (so :math:`\partial g = (G \otimes
+    G)^\top \partial U`) and :math:`\partial V_{kl} = \partial M_{kl} U_{kl}^\top` (so
+    :math:`\partial D = (B \otimes B)\, \partial V`, each tile entry added back to the pixel it
+    was read from).
     """
 
     @staticmethod
@@ -444,24 +433,23 @@ class _Winograd3x3Function(torch.autograd.Function):
         (pH, pW), m, a = padding, f.m, f.m + 2
         H_out, W_out = H + 2 * pH - 2, W + 2 * pW - 2
         tH, tW = -(-H_out // m), -(-W_out // m)  # tiles per column and row (the last may stick out)
-        xp = x.new_empty(N, m * (tH + 1), m * (tW + 1), C_in)  # padded, channels last, room for whole tiles
-        xp[:, pH:pH + H, pW:pW + W] = x.permute(0, 2, 3, 1)
-        for border in (xp[:, :pH], xp[:, pH + H:], xp[:, pH:pH + H, :pW], xp[:, pH:pH + H, pW + W:]):
-            border.zero_()  # the zero padding, and zeros where the last tiles stick out
-        R = x.new_empty(a, N, tH, xp.shape[2], C_in)  # Bᵀ d: the tiles' rows transformed
-        _lincomb(f.BT, _tile_slices(xp, 1, a, m, tH), list(R))
-        V = x.new_empty(a, a, N, tH, tW, C_in)  # Bᵀ d B: (k, l) entry of every tile
-        _lincomb(f.BT, _tile_slices(R, 3, a, m, tW), [V[:, l] for l in range(a)])
-        V = V.view(a * a, N * tH * tW, C_in)  # (a², T, C_in)
-        U = _winograd_filters(weight, f)  # (a², C_in, C_out)
-        M = torch.bmm(V, U).view(a, a, N, tH, tW, C_out)  # (a², T, C_out): a² matrix products
-        S = x.new_empty(m, a, N, tH, tW, C_out)  # Aᵀ M
-        _lincomb(f.AT, list(M), list(S))
-        y = x.new_empty(N, tH, m, tW, m, C_out)  # Aᵀ M A, tile (t_h, t_w) entry (i, j) at [:, t_h, i, t_w, j]
-        _lincomb(f.AT, [S[:, l] for l in range(a)], [y[:, :, :, :, j].movedim(2, 0) for j in range(m)])
+        T = N * tH * tW  # tiles in the batch
+        pixels = torch.cat([x.permute(0, 2, 3, 1).reshape(N * H * W, C_in),  # channels last, (N H W, C_in)
+                            x.new_zeros(1, C_in)])  # (N H W + 1, C_in): a zero row for the padding
+        index = _tile_pixels(N, H, W, padding, m, x.device)  # (a² T,)
+        D = pixels.index_select(0, index).view(a * a, T * C_in)  # (a², T C_in): entry (i, j) of every tile
+        V = (_kron(f, "BT", x) @ D).view(a * a, T, C_in)  # Bᵀ d B: (a², T, C_in)
+        g = weight.permute(2, 3, 1, 0).reshape(9, C_in * C_out)  # (9, C_in C_out): the filters' 3x3 taps
+        U = (_kron(f, "G", x) @ g).view(a * a, C_in, C_out)  # G g Gᵀ: (a², C_in, C_out)
+        M = torch.bmm(V, U)  # (a², T, C_out): a² matrix products
+        Y = (_kron(f, "AT", x) @ M.view(a * a, T * C_out)).view(m, m, N, tH, tW, C_out)  # Aᵀ M A
+        y = x.new_empty(N, tH, m, tW, m, C_out)  # tile (t_h, t_w) entry (i, j) at [:, t_h, i, t_w, j]
+        Y = Y.permute(2, 3, 0, 4, 1, 5)  # (N, tH, m, tW, m, C_out), a view
+        if bias is None:
+            y.copy_(Y)
+        else:
+            torch.add(Y, bias, out=y)  # the tiles put in place and the bias added, in one pass
         y = y.view(N, m * tH, m * tW, C_out)[:, :H_out, :W_out]  # (N, H_out, W_out, C_out), tiles cut to size
-        if bias is not None:
-            y += bias
         ctx.save_for_backward(V if ctx.needs_input_grad[1] else None, U)
         ctx.conf = (tuple(x.shape), padding, f)
         return y.permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out), a view of channels-last memory
@@ -470,44 +458,40 @@ class _Winograd3x3Function(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         V, U = ctx.saved_tensors
-        (N, C_in, H, W), (pH, pW), f = ctx.conf
+        (N, C_in, H, W), padding, f = ctx.conf
         m, a = f.m, f.m + 2
         _, C_out, H_out, W_out = grad.shape
         tH, tW = -(-H_out // m), -(-W_out // m)
+        T = N * tH * tW
         g = grad.permute(0, 2, 3, 1)  # (N, H_out, W_out, C_out); free if grad is channels last
-        if (H_out, W_out) != (m * tH, m * tW) or not g.is_contiguous():
+        if (H_out, W_out) != (m * tH, m * tW):
             g = g.new_zeros(N, m * tH, m * tW, C_out)  # (N, m tH, m tW, C_out): zeros where the tiles stick out
             g[:, :H_out, :W_out] = grad.permute(0, 2, 3, 1)
-        g = g.view(N, tH, m, tW, m, C_out)  # tile (t_h, t_w) entry (i, j) at [:, t_h, i, t_w, j]
-        A = _transpose(f.AT)  # (a, m)
-        dS = g.new_empty(m, a, N, tH, tW, C_out)  # ∂Y A
-        _lincomb(A, [g[:, :, :, :, j].movedim(2, 0) for j in range(m)], [dS[:, l] for l in range(a)])
-        dM = g.new_empty(a, a, N, tH, tW, C_out)  # A ∂Y Aᵀ
-        _lincomb(A, list(dS), list(dM))
-        dM = dM.view(a * a, N * tH * tW, C_out)  # (a², T, C_out)
+        dY = g.new_empty(m, m, N, tH, tW, C_out)  # entry (i, j) of every output tile
+        dY.copy_(g.reshape(N, tH, m, tW, m, C_out).permute(2, 4, 0, 1, 3, 5))
+        dM = (_kron(f, "AT", grad).T @ dY.view(m * m, T * C_out)).view(a * a, T, C_out)  # A ∂Y Aᵀ
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            dU = torch.bmm(V.transpose(1, 2), dM).view(a, a, C_in, C_out)  # (a², C_in, T) @ (a², T, C_out)
-            G = torch.tensor(f.G, dtype=grad.dtype, device=grad.device)  # (a, 3)
-            grad_w = torch.einsum("ku,klco,lv->ocuv", G, dU, G)  # Gᵀ ∂U G: (C_out, C_in, 3, 3)
+            dU = torch.bmm(V.transpose(1, 2), dM)  # (a², C_in, T) @ (a², T, C_out) -> (a², C_in, C_out)
+            dg = _kron(f, "G", grad).T @ dU.view(a * a, C_in * C_out)  # Gᵀ ∂U G: (9, C_in C_out)
+            grad_w = dg.view(3, 3, C_in, C_out).permute(3, 2, 0, 1)  # (C_out, C_in, 3, 3)
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum(dim=(0, 2, 3))  # (C_out,)
         if ctx.needs_input_grad[0]:
-            dV = torch.bmm(dM, U.transpose(1, 2)).view(a, a, N, tH, tW, C_in)  # (a², T, C_out) @ (a², C_out, C_in)
-            B = _transpose(f.BT)  # (a, a)
-            dR = g.new_empty(a, N, tH, m * (tW + 1), C_in)  # ∂V Bᵀ, tiles' columns added back
-            _lincomb_overlap_add(B, [dV[:, l] for l in range(a)], dR, 3, m)
-            dxp = g.new_empty(N, m * (tH + 1), m * (tW + 1), C_in)  # B ∂V Bᵀ, tiles' rows added back
-            _lincomb_overlap_add(B, list(dR), dxp, 1, m)
-            grad_x = dxp[:, pH:pH + H, pW:pW + W].permute(0, 3, 1, 2)  # drop the padding; (N, C_in, H, W) view
+            dV = torch.bmm(dM, U.transpose(1, 2))  # (a², T, C_out) @ (a², C_out, C_in) -> (a², T, C_in)
+            dD = _kron(f, "BT", grad).T @ dV.view(a * a, T * C_in)  # B ∂V Bᵀ: (a², T C_in)
+            index = _tile_pixels(N, H, W, padding, m, grad.device)  # (a² T,)
+            d_pixels = grad.new_zeros(N * H * W + 1, C_in)  # (N H W + 1, C_in); the last row: the padding's
+            d_pixels.index_add_(0, index, dD.view(a * a * T, C_in))  # each tile entry back to its pixel
+            grad_x = d_pixels[:-1].view(N, H, W, C_in).permute(0, 3, 1, 2)  # (N, C_in, H, W) view
         return grad_x, grad_w, grad_b, None, None
 
 
 def _winograd_tile(weight: Tensor, stride: tuple[int, int], out_size: tuple[int, int]) -> _WinogradTile | None:
     """The Winograd tile for this convolution, or ``None`` where im2col + GEMM is as fast.
 
-    Winograd saves multiplications but pays with transforms, a dozen elementwise passes over
-    data the size of the input and of the output, while the products cost ``C_in * C_out`` per
+    Winograd saves multiplications but pays with transforms, matrix products over data a few
+    times the size of the input and of the output, while the products cost ``C_in * C_out`` per
     pixel: it pays off from about 48 channels in and out (measured on a two-core CPU: no gain
     at 16 or 32, ~1.5x faster at 64). It needs a 3x3 kernel, stride 1 and float32 or float64
     (in half precision its rounding is too coarse). The 4x4 tile saves more products than the
@@ -524,17 +508,6 @@ def _winograd_tile(weight: Tensor, stride: tuple[int, int], out_size: tuple[int,
 
 
 _WINOGRAD_MIN_CHANNELS = 48  # from this min(C_in, C_out) on, 3x3 stride-1 convolutions use Winograd
-
-
-def _winograd_filters(weight: Tensor, f: _WinogradTile) -> Tensor:
-    """The transformed filters :math:`U = G g G^\\top`, one ``(C_in, C_out)`` matrix per tile entry.
-
-    Shape:
-        weight: ``(C_out, C_in, 3, 3)``. Output: ``(a², C_in, C_out)``.
-    """
-    G = torch.tensor(f.G, dtype=weight.dtype, device=weight.device)  # (a, 3)
-    a = f.m + 2
-    return torch.einsum("ku,ocuv,lv->klco", G, weight, G).reshape(a * a, weight.shape[1], weight.shape[0])
 
 
 class _Conv2dFunction(torch.autograd.Function):
