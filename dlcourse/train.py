@@ -175,6 +175,15 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
         progress: bool = True) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader`` and return its :class:`History`.
 
+    In a ``torchrun`` job of two or more processes (or with a process group already
+    initialised), ``fit`` joins the group (``dlcourse.distributed.init``: gloo on CPU, NCCL on
+    CUDA, where process ``LOCAL_RANK`` trains on ``cuda:<LOCAL_RANK>`` unless ``device`` names a
+    GPU by number), wraps the model in ``DistributedDataParallel`` (which first copies rank 0's
+    parameters to every rank), gives each rank its share of a ``DataLoader`` (a ``DistributedSampler``
+    reseeded every epoch, the same batch size per process; the validation set is split
+    without repeats), and averages every number in the History over all samples of all ranks,
+    so it is the same on every rank. ``model`` itself holds the trained parameters afterwards.
+
     Args:
         model: the network; it is moved to ``device`` if one is given.
         train_loader: yields ``(inputs, targets)`` batches.
@@ -194,31 +203,23 @@ def fit(model: nn.Module, train_loader: Iterable, loss_fn: Callable[[Tensor, Ten
         A :class:`History` with ``train_loss``, ``train_<metric>`` and, with ``val_loader``,
         ``val_loss`` and ``val_<metric>``: one value per epoch.
 
-    In a ``torchrun`` job of two or more processes (or with a process group already
-    initialised), ``fit`` joins the group (``dlcourse.distributed.init``: gloo on CPU,
-    NCCL on CUDA, where process ``LOCAL_RANK`` moves the model to ``cuda:<LOCAL_RANK>``),
-    wraps the model in ``DistributedDataParallel`` (which first copies rank 0's parameters to
-    every rank), gives each rank its share of a ``DataLoader`` (a ``DistributedSampler``
-    reseeded every epoch, the same batch size per process; the validation set is split
-    without repeats), and averages every number in the History over all samples of all ranks,
-    so it is the same on every rank. ``model`` itself holds the trained parameters afterwards.
-
     Raises:
         ValueError: ``epochs`` is not a positive int, ``amp=True`` off CUDA, the loader yields
             no batches, a batch is not a pair, or the loss is not a scalar.
         RuntimeError: ``device`` is not available (see :func:`dlcourse.get_device`).
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (on any rank: all of them stop).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"fit: expected a positive int number of epochs, got {epochs!r}")
-    if device is not None:
-        model.to(get_device(device))  # an unavailable device fails here, with a clear message
-    device = _model_device(model)
     distributed = dd.launched_by_torchrun() or dd.is_distributed()
+    if device is None and distributed and _model_device(model).type == "cuda":
+        device = "cuda"  # each process on its own GPU, not all on the one the model was put on
+    if device is not None:
+        # An unavailable device fails here, with a clear message. In a distributed job a bare
+        # "cuda" means this process's GPU, cuda:<LOCAL_RANK>.
+        model.to(dd.process_device(device) if distributed else get_device(device))
+    device = _model_device(model)
     if distributed:
-        if device.type == "cuda":
-            device = dd.process_device("cuda")  # one GPU per process: cuda:<LOCAL_RANK>
-            model.to(device)
         dd.init(device=device)
         net = dd.wrap_model(model)  # gradients are averaged across ranks in every backward pass
         train_loader = dd.shard_loader(train_loader, train=True)
