@@ -116,7 +116,19 @@ def one_copy_of_each_script(app: Sphinx, pagename: str, templatename: str, conte
     scripts[:] = unique
 
 
+def trait_docstrings(app: Sphinx, what: str, name: str, obj, options, lines: list[str]) -> None:
+    """A traitlets option's docstring is its ``help`` text, which napoleon would split at its first
+    colon into a "type" and a description; lead with a line that says what the option is instead."""
+    try:
+        from traitlets import TraitType
+    except ImportError:
+        return
+    if what == "attribute" and isinstance(obj, TraitType):
+        lines[:0] = [f"A configurable ``{type(obj).__name__}`` option (default ``{obj.default_value!r}``).", ""]
+
+
 def setup(app: Sphinx) -> dict:
+    app.connect("autodoc-process-docstring", trait_docstrings, priority=400)  # before napoleon (500)
     app.connect("config-inited", add_static_paths)
     app.connect("builder-inited", add_scripts)
     # After the other extensions have added their per-page scripts (default priority 500).
