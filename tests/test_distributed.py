@@ -50,7 +50,8 @@ def ddp_run(tmp_path_factory):
     return ranks, logs
 
 
-def single_process_twin():
+@pytest.fixture(scope="module")
+def twin():
     """The worker's training in one process, written out: each step takes the union of the
     ranks' batches (DistributedSampler gives rank r the positions r, r + 2, ... of one shuffled
     order, so batch t of the 2 ranks together is positions 16t..16t+15 of that order)."""
@@ -99,9 +100,9 @@ def test_parameters_are_identical_on_both_ranks(ddp_run):
         assert torch.equal(rank0["state"][name], rank1["state"][name]), name
 
 
-def test_two_processes_equal_one_process_over_the_global_batch(ddp_run):
+def test_two_processes_equal_one_process_over_the_global_batch(ddp_run, twin):
     (rank0, _), _ = ddp_run
-    model, _ = single_process_twin()
+    model, _ = twin
     untrained = worker.mlp(seed=1).state_dict()
     for name, expected in model.state_dict().items():
         assert not torch.allclose(expected, untrained[name]), f"{name} did not train"
@@ -109,9 +110,9 @@ def test_two_processes_equal_one_process_over_the_global_batch(ddp_run):
         torch.testing.assert_close(rank0["state"][name], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_history_is_averaged_over_all_samples_of_all_ranks(ddp_run):
+def test_history_is_averaged_over_all_samples_of_all_ranks(ddp_run, twin):
     ranks, _ = ddp_run
-    _, expected = single_process_twin()
+    _, expected = twin
     for result in ranks:
         assert result["history"].keys() == expected.keys()
         for key, values in expected.items():
