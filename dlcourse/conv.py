@@ -436,9 +436,9 @@ class _Winograd3x3Function(torch.autograd.Function):
         T = N * tH * tW  # tiles in the batch
         pixels = torch.cat([x.permute(0, 2, 3, 1).reshape(N * H * W, C_in),  # channels last, (N H W, C_in)
                             x.new_zeros(1, C_in)])  # (N H W + 1, C_in): a zero row for the padding
-        index = _tile_pixels(N, H, W, padding, m, x.device)  # (a² T,)
-        D = pixels.index_select(0, index).view(a * a, T * C_in)  # (a², T C_in): entry (i, j) of every tile
-        V = (_kron(f, "BT", x) @ D).view(a * a, T, C_in)  # Bᵀ d B: (a², T, C_in)
+        index = _tile_pixels(N, H, W, padding, m, x.device).view(a * a, T).T  # (T, a²): tile by tile
+        D = pixels.index_select(0, index.reshape(-1)).view(T, a * a, C_in)  # (T, a², C_in): every tile, entry (i, j)
+        V = torch.matmul(_kron(f, "BT", x), D).transpose(0, 1)  # Bᵀ d B: (a², T, C_in), a view of (T, a², C_in)
         g = weight.permute(2, 3, 1, 0).reshape(9, C_in * C_out)  # (9, C_in C_out): the filters' 3x3 taps
         U = (_kron(f, "G", x) @ g).view(a * a, C_in, C_out)  # G g Gᵀ: (a², C_in, C_out)
         M = torch.bmm(V, U)  # (a², T, C_out): a² matrix products
@@ -467,9 +467,10 @@ class _Winograd3x3Function(torch.autograd.Function):
         if (H_out, W_out) != (m * tH, m * tW):
             g = g.new_zeros(N, m * tH, m * tW, C_out)  # (N, m tH, m tW, C_out): zeros where the tiles stick out
             g[:, :H_out, :W_out] = grad.permute(0, 2, 3, 1)
-        dY = g.new_empty(m, m, N, tH, tW, C_out)  # entry (i, j) of every output tile
-        dY.copy_(g.reshape(N, tH, m, tW, m, C_out).permute(2, 4, 0, 1, 3, 5))
-        dM = (_kron(f, "AT", grad).T @ dY.view(m * m, T * C_out)).view(a * a, T, C_out)  # A ∂Y Aᵀ
+        dY = g.new_empty(N, tH, tW, m, m, C_out)  # every output tile, entry (i, j)
+        dY.copy_(g.reshape(N, tH, m, tW, m, C_out).permute(0, 1, 3, 2, 4, 5))
+        dM = torch.matmul(_kron(f, "AT", grad).T, dY.view(T, m * m, C_out))  # A ∂Y Aᵀ: (T, a², C_out)
+        dM = dM.transpose(0, 1)  # (a², T, C_out), a view
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
             dU = torch.bmm(V.transpose(1, 2), dM)  # (a², C_in, T) @ (a², T, C_out) -> (a², C_in, C_out)
