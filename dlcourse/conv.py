@@ -415,7 +415,7 @@ class _Winograd3x3Function(torch.autograd.Function):
         \quad U_{kl} = (G g G^\top)_{kl} \in \mathbb{R}^{C_{in} \times C_{out}}
 
     over all :math:`T` tiles of the batch. Each transform is one matrix product with a
-    Kronecker matrix (:func:`_kron`) on the tiles laid out one tile entry per row:
+    Kronecker matrix (:func:`_kron`), :math:`a^2` tile entries on one side:
     :math:`V = (B^\top \otimes B^\top) D`, :math:`Y = (A^\top \otimes A^\top) M`,
     :math:`U = (G \otimes G)\, g`. Every step is linear, so the backward pass runs the same
     steps transposed: :math:`\partial M = (A \otimes A)\, \partial Y`, then
@@ -423,6 +423,12 @@ class _Winograd3x3Function(torch.autograd.Function):
     G)^\top \partial U`) and :math:`\partial V_{kl} = \partial M_{kl} U_{kl}^\top` (so
     :math:`\partial D = (B \otimes B)\, \partial V`, each tile entry added back to the pixel it
     was read from).
+
+    Where a transform's input comes from a gather or a copy anyway (:math:`D` and
+    :math:`\partial Y`), it is laid out tile by tile, ``(T, a², C)``, and the product is one
+    broadcast ``matmul``: MKL does that in about 60% of the CPU time of the same product as
+    ``(a², a²) @ (a², T C)``. The result serves as an ``(a², T, C)`` transposed view, which
+    :func:`torch.bmm` reads without a copy.
     """
 
     @staticmethod
