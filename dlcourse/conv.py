@@ -31,7 +31,10 @@ direct sum's rounding (float64: 1e-13); still far below what training notices.
 
 No convolution routine of PyTorch is called, only views (``as_strided``), gathers
 (``index_select``) and their adjoint (``index_add_``), elementwise adds and matrix products, so it runs on any device and in any
-floating dtype.
+floating dtype. Two things keep it close to PyTorch's own convolution on the CPU: the larger
+matrix products run in oneDNN, the library PyTorch's convolutions use (``dlcourse._gemm.linear``),
+and the large temporaries of each call live in scratch memory reused from call to call
+(``dlcourse._gemm.scratch``), so a training step does not fault in fresh pages for them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from dlcourse import _gemm
 
 __all__ = ["conv_output_size", "corr2d", "conv2d"]
 
@@ -166,8 +171,11 @@ def _patch_rows(N: int, Hp: int, Wp: int, H_out: int, W_out: int, kH: int, sH: i
     return start.reshape(-1)  # (N * H_out * W_out * kH,)
 
 
-def _pad_nhwc(x: Tensor, padding: tuple[int, int]) -> Tensor:
+def _pad_nhwc(x: Tensor, padding: tuple[int, int], temporary: bool = False) -> Tensor:
     """``x`` channels last, with a zero border: a copy, or a free view when there is nothing to do.
+
+    With ``temporary``, the copy goes to scratch memory (:data:`dlcourse._gemm.scratch`): the caller
+    must be done with it before the next call.
 
     Shape:
         x: ``(N, C, H, W)`` in any memory layout. Output: ``(N, H + 2 pH, W + 2 pW, C)``, contiguous.
@@ -177,13 +185,19 @@ def _pad_nhwc(x: Tensor, padding: tuple[int, int]) -> Tensor:
     x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
     if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
         return x_nhwc  # already channels last
-    xp = x.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
+    shape = (N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
+    xp = _gemm.scratch.empty("padded", shape, x) if temporary else x.new_empty(shape)
+    if pH or pW:
+        xp[:, :pH].zero_()  # the border: top and bottom rows, left and right columns
+        xp[:, pH + H:].zero_()
+        xp[:, pH:pH + H, :pW].zero_()
+        xp[:, pH:pH + H, pW + W:].zero_()
     xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
     return xp
 
 
 def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
-            out_size: tuple[int, int]) -> Tensor:
+            out_size: tuple[int, int], temporary: bool = False) -> Tensor:
     """The patch matrix: one row per output position, holding the patch it sees, laid out ``(kH, kW, C)``.
 
     In channels-last memory one row of a patch, ``kW`` neighbouring pixels of ``C`` channels, is
@@ -193,6 +207,8 @@ def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
     ``(N, H_out, W_out, kH, kW, C)`` and ``reshape`` gives the same matrix, but PyTorch's
     generic strided copy is slower than this gather, up to several times on a two-core CPU.
 
+    With ``temporary``, the matrix is written to scratch memory (see :func:`_pad_nhwc`).
+
     Shape:
         xp: ``(N, Hp, Wp, C)``, contiguous (see :func:`_pad_nhwc`). Output: ``(M, K)`` with
         ``M = N * H_out * W_out`` and ``K = kH * kW * C``.
@@ -201,7 +217,10 @@ def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
     (kH, kW), (sH, sW), (H_out, W_out) = kernel_size, stride, out_size
     runs = xp.as_strided((max(N * Hp * Wp - (kW - 1), 0), kW * C), (C, 1))  # run r: kW pixels from pixel r
     starts = _patch_rows(N, Hp, Wp, H_out, W_out, kH, sH, sW, xp.device)  # (M * kH,)
-    return runs.index_select(0, starts).view(N * H_out * W_out, kH * kW * C)  # (M, K): the one copy
+    shape = (N * H_out * W_out * kH, kW * C)
+    cols = _gemm.scratch.empty("patches", shape, xp) if temporary else xp.new_empty(shape)
+    torch.index_select(runs, 0, starts, out=cols)  # the one copy
+    return cols.view(N * H_out * W_out, kH * kW * C)  # (M, K)
 
 
 _CHUNK_BYTES = 4 << 20  # patch-matrix chunk size: a few MiB stays in cache between gather and GEMM
@@ -222,7 +241,8 @@ def _image_chunks(N: int, bytes_per_image: int) -> list[tuple[int, int]]:
 
 
 def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tuple[int, int],
-               stride: tuple[int, int], padding: tuple[int, int]) -> tuple[Tensor, Tensor]:
+               stride: tuple[int, int], padding: tuple[int, int],
+               keep: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """im2col + one GEMM: the correlation of ``x`` with filters stored one per row of ``w_rows``.
 
     (For a large batch, im2col + GEMM a few images at a time: see :func:`_image_chunks`.)
@@ -233,7 +253,8 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     returns the padded channels-last input, from which backward gathers the patches again
     (keeping the patch matrix instead would hold ``kH * kW`` times the input's memory), and
     the patch matrix itself when it was built in one chunk (at most a few MiB), which backward
-    reuses instead of gathering it again (measured 5-9% faster forward + backward).
+    reuses instead of gathering it again (measured 5-9% faster forward + backward). Without
+    ``keep`` neither is needed, and both are built in scratch memory and returned as ``None``.
 
     Shape:
         x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
@@ -245,19 +266,19 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out = conv_output_size(H, kH, sH, pH)
     W_out = conv_output_size(W, kW, sW, pW)
-    xp = _pad_nhwc(x, padding)  # (N, Hp, Wp, C)
     P = H_out * W_out  # output positions (rows of the patch matrix) per image
-    out = x.new_empty(N * P, w_rows.shape[0])  # (M, C_out)
-    n = n_end = 0  # (an empty batch has no chunk)
-    for n, n_end in _image_chunks(N, P * w_rows.shape[1] * x.element_size()):
-        cols = _im2col(xp[n:n_end], kernel_size, stride, (H_out, W_out))  # (chunk * P, K)
-        rows = out[n * P:n_end * P]  # (chunk * P, C_out), a contiguous slice to write into
-        if bias is None:
-            torch.mm(cols, w_rows.T, out=rows)  # (chunk * P, K) @ (K, C_out)
-        else:
-            torch.addmm(bias, cols, w_rows.T, out=rows)  # the same plus the bias, in one call
+    chunks = _image_chunks(N, P * w_rows.shape[1] * x.element_size())
+    keep_cols = keep and len(chunks) == 1  # backward reuses the patch matrix; else it gathers from xp
+    xp = _pad_nhwc(x, padding, temporary=not keep or keep_cols)  # (N, Hp, Wp, C)
+    rows = []
+    for n, n_end in chunks:
+        cols = _im2col(xp[n:n_end], kernel_size, stride, (H_out, W_out), temporary=not keep_cols)  # (chunk * P, K)
+        rows.append(_gemm.linear(cols, w_rows, bias))  # (chunk * P, K) @ (K, C_out) + bias, in one call
+    out = rows[0] if len(rows) == 1 else torch.cat(rows)  # (M, C_out)
     out = out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out) view
-    return out, xp, (cols if n == 0 and n_end == N else None)
+    if not keep:
+        return out, None, None
+    return out, (None if keep_cols else xp), (cols if keep_cols else None)
 
 
 def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_size: tuple[int, int],
@@ -290,7 +311,7 @@ def _grad_input_stride1(grad: Tensor, weight: Tensor, padding: tuple[int, int]) 
     :func:`_col2im` adds up with ``kH * kW`` strided adds. Here the sum over the kernel column
     :math:`v` happens inside the matrix product: each row of ``G`` holds the ``kW`` output
     gradients ``g[n, i, b - v]`` that reach input column ``b`` (from a zero-padded copy of
-    ``g``, so no index runs off the edge), and ``G @ W_cat`` gives, for every ``(n, i, b)``,
+    ``g``, so no index runs off the edge), and ``G @ W_catᵀ`` gives, for every ``(n, i, b)``,
     the gradient that output row ``i`` sends through each kernel row ``u``. Only ``kH`` adds
     remain, on a product ``kW`` times smaller than col2im's: faster when ``C_in`` is large
     enough for an efficient GEMM (input gradient of ``(64, 16, 14, 14) -> 32`` measured 1.1-1.5x
@@ -304,13 +325,18 @@ def _grad_input_stride1(grad: Tensor, weight: Tensor, padding: tuple[int, int]) 
     _, C_in, kH, kW = weight.shape
     pH, pW = padding
     Hp, Wp = H_out + kH - 1, W_out + kW - 1  # the padded input's size
-    g_wide = grad.new_zeros(N, H_out, W_out + 2 * (kW - 1), C_out)  # (N, H_out, W_out + 2 (kW - 1), C_out)
-    g_wide[:, :, kW - 1:kW - 1 + W_out] = grad.permute(0, 2, 3, 1)  # channels last, kW - 1 zeros each side
+    scratch = _gemm.scratch  # memory for the temporaries, reused from call to call
+    g_wide = scratch.empty("grad_pad", (N, H_out, W_out + 2 * (kW - 1), C_out), grad)
+    g_wide[:, :, :kW - 1].zero_()  # kW - 1 zeros each side
+    g_wide[:, :, kW - 1 + W_out:].zero_()
+    g_wide[:, :, kW - 1:kW - 1 + W_out] = grad.permute(0, 2, 3, 1)  # channels last in between
     sN, sH, _, _ = g_wide.stride()
     # Row (n, i, b) of G: g_wide[n, i, b + v'] for v' = 0 .. kW-1, that is g[n, i, b - v] with v = kW-1-v'.
-    G = g_wide.as_strided((N, H_out, Wp, kW * C_out), (sN, sH, C_out, 1)).reshape(N * H_out * Wp, kW * C_out)
-    W_cat = weight.flip(3).permute(3, 0, 2, 1).reshape(kW * C_out, kH * C_in)  # rows (v', o), columns (u, c)
-    Z = (G @ W_cat).view(N, H_out, Wp, kH, C_in)  # (N, H_out, Wp, kH, C_in): row i's gradient through row u
+    G = scratch.empty("patches", (N, H_out, Wp, kW * C_out), grad)
+    G.copy_(g_wide.as_strided((N, H_out, Wp, kW * C_out), (sN, sH, C_out, 1)))
+    G = G.view(N * H_out * Wp, kW * C_out)
+    W_cat = weight.flip(3).permute(2, 1, 3, 0).reshape(kH * C_in, kW * C_out)  # rows (u, c), columns (v', o)
+    Z = _gemm.linear(G, W_cat).view(N, H_out, Wp, kH, C_in)  # G @ W_catᵀ: row i's gradient through row u
     grad_xp = grad.new_zeros(N, Hp, Wp, C_in)  # (N, Hp, Wp, C_in)
     for u in range(kH):  # output row i reaches padded input row i + u through kernel row u
         grad_xp[:, u:u + H_out] += Z[:, :, :, u]
@@ -375,7 +401,8 @@ def _kron(f: _WinogradTile, which: str, like: Tensor) -> Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, device: torch.device) -> Tensor:
+def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, device: torch.device,
+                 tile_major: bool = False) -> Tensor:
     """Which input pixel each entry of each Winograd tile reads, or ``N * H * W`` (a zero row) in the padding.
 
     Tile ``(n, t_h, t_w)``'s entry ``(i, j)`` reads pixel ``(m t_h + i - p_h, m t_w + j - p_w)``
@@ -386,7 +413,8 @@ def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, devic
 
     Shape:
         Output: ``(a² * T,)`` with ``a = m + 2`` and ``T = N * tH * tW`` tiles, ordered
-        ``(i, j, n, t_h, t_w)``: entry ``(i, j)`` of all tiles, then the next entry.
+        ``(i, j, n, t_h, t_w)``: entry ``(i, j)`` of all tiles, then the next entry; or, with
+        ``tile_major``, ``(n, t_h, t_w, i, j)``: all entries of one tile, then the next tile.
     """
     (pH, pW), a = padding, m + 2
     tH, tW = -(-(H + 2 * pH - 2) // m), -(-(W + 2 * pW - 2) // m)  # tiles per column and row
@@ -398,6 +426,8 @@ def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, devic
     inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)  # (a, a, 1, tH, tW)
     image = torch.arange(N, device=device).view(1, 1, N, 1, 1) * (H * W)
     index = torch.where(inside, image + rows * W + cols, N * H * W)  # (a, a, N, tH, tW)
+    if tile_major:
+        index = index.permute(2, 3, 4, 0, 1)  # (N, tH, tW, a, a)
     return index.reshape(-1)  # (a² T,)
 
 
@@ -440,17 +470,22 @@ class _Winograd3x3Function(torch.autograd.Function):
         H_out, W_out = H + 2 * pH - 2, W + 2 * pW - 2
         tH, tW = -(-H_out // m), -(-W_out // m)  # tiles per column and row (the last may stick out)
         T = N * tH * tW  # tiles in the batch
-        pixels = torch.cat([x.permute(0, 2, 3, 1).reshape(N * H * W, C_in),  # channels last, (N H W, C_in)
-                            x.new_zeros(1, C_in)])  # (N H W + 1, C_in): a zero row for the padding
-        index = _tile_pixels(N, H, W, padding, m, x.device).view(a * a, T).T  # (T, a²): tile by tile
-        D = pixels.index_select(0, index.reshape(-1)).view(T, a * a, C_in)  # (T, a², C_in): every tile, entry (i, j)
+        scratch = _gemm.scratch  # memory for the temporaries, reused from call to call
+        pixels = scratch.empty("pixels", (N * H * W + 1, C_in), x)  # channels last, plus a zero row for the padding
+        pixels[:-1].view(N, H, W, C_in).copy_(x.permute(0, 2, 3, 1))
+        pixels[-1].zero_()
+        index = _tile_pixels(N, H, W, padding, m, x.device, tile_major=True)  # (T a²,): tile by tile
+        D = scratch.empty("tiles", (T, a * a, C_in), x)  # every tile, entry (i, j)
+        torch.index_select(pixels, 0, index, out=D.view(T * a * a, C_in))
         V = torch.matmul(_kron(f, "BT", x), D).transpose(0, 1)  # Bᵀ d B: (a², T, C_in), a view of (T, a², C_in)
         g = weight.permute(2, 3, 1, 0).reshape(9, C_in * C_out)  # (9, C_in C_out): the filters' 3x3 taps
         U = (_kron(f, "G", x) @ g).view(a * a, C_in, C_out)  # G g Gᵀ: (a², C_in, C_out)
-        M = torch.bmm(V, U)  # (a², T, C_out): a² matrix products
-        Y = (_kron(f, "AT", x) @ M.view(a * a, T * C_out)).view(m, m, N, tH, tW, C_out)  # Aᵀ M A
+        M = scratch.empty("products", (a * a, T, C_out), x)
+        torch.bmm(V, U, out=M)  # (a², T, C_out): a² matrix products
+        Y = scratch.empty("out_tiles", (T, m * m, C_out), x)
+        torch.matmul(_kron(f, "AT", x), M.transpose(0, 1), out=Y)  # Aᵀ M A: (T, m², C_out), tile by tile
         y = x.new_empty(N, tH, m, tW, m, C_out)  # tile (t_h, t_w) entry (i, j) at [:, t_h, i, t_w, j]
-        Y = Y.permute(2, 3, 0, 4, 1, 5)  # (N, tH, m, tW, m, C_out), a view
+        Y = Y.view(N, tH, tW, m, m, C_out).permute(0, 1, 3, 2, 4, 5)  # (N, tH, m, tW, m, C_out), a view
         if bias is None:
             y.copy_(Y)
         else:
@@ -469,13 +504,15 @@ class _Winograd3x3Function(torch.autograd.Function):
         _, C_out, H_out, W_out = grad.shape
         tH, tW = -(-H_out // m), -(-W_out // m)
         T = N * tH * tW
+        scratch = _gemm.scratch
         g = grad.permute(0, 2, 3, 1)  # (N, H_out, W_out, C_out); free if grad is channels last
         if (H_out, W_out) != (m * tH, m * tW):
-            g = g.new_zeros(N, m * tH, m * tW, C_out)  # (N, m tH, m tW, C_out): zeros where the tiles stick out
+            g = scratch.empty("grad_pad", (N, m * tH, m * tW, C_out), grad).zero_()  # zeros where the tiles stick out
             g[:, :H_out, :W_out] = grad.permute(0, 2, 3, 1)
-        dY = g.new_empty(N, tH, tW, m, m, C_out)  # every output tile, entry (i, j)
+        dY = scratch.empty("out_tiles", (N, tH, tW, m, m, C_out), grad)  # every output tile, entry (i, j)
         dY.copy_(g.reshape(N, tH, m, tW, m, C_out).permute(0, 1, 3, 2, 4, 5))
-        dM = torch.matmul(_kron(f, "AT", grad).T, dY.view(T, m * m, C_out))  # A ∂Y Aᵀ: (T, a², C_out)
+        dM = scratch.empty("products", (T, a * a, C_out), grad)
+        torch.matmul(_kron(f, "AT", grad).T, dY.view(T, m * m, C_out), out=dM)  # A ∂Y Aᵀ: (T, a², C_out)
         dM = dM.transpose(0, 1)  # (a², T, C_out), a view
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
@@ -485,11 +522,13 @@ class _Winograd3x3Function(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = grad.sum(dim=(0, 2, 3))  # (C_out,)
         if ctx.needs_input_grad[0]:
-            dV = torch.bmm(dM, U.transpose(1, 2))  # (a², T, C_out) @ (a², C_out, C_in) -> (a², T, C_in)
-            dD = _kron(f, "BT", grad).T @ dV.view(a * a, T * C_in)  # B ∂V Bᵀ: (a², T C_in)
-            index = _tile_pixels(N, H, W, padding, m, grad.device)  # (a² T,)
+            dV = scratch.empty("transformed", (a * a, T, C_in), grad)
+            torch.bmm(dM, U.transpose(1, 2), out=dV)  # (a², T, C_out) @ (a², C_out, C_in) -> (a², T, C_in)
+            dD = scratch.empty("tiles", (T, a * a, C_in), grad)
+            torch.matmul(_kron(f, "BT", grad).T, dV.transpose(0, 1), out=dD)  # B ∂V Bᵀ: (T, a², C_in), tile by tile
+            index = _tile_pixels(N, H, W, padding, m, grad.device, tile_major=True)  # (T a²,)
             d_pixels = grad.new_zeros(N * H * W + 1, C_in)  # (N H W + 1, C_in); the last row: the padding's
-            d_pixels.index_add_(0, index, dD.view(a * a * T, C_in))  # each tile entry back to its pixel
+            d_pixels.index_add_(0, index, dD.view(T * a * a, C_in))  # each tile entry back to its pixel
             grad_x = d_pixels[:-1].view(N, H, W, C_in).permute(0, 3, 1, 2)  # (N, C_in, H, W) view
         return grad_x, grad_w, grad_b, None, None
 
@@ -525,10 +564,9 @@ class _Conv2dFunction(torch.autograd.Function):
                 stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
         C_out, C_in, kH, kW = weight.shape
         w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, kH * kW * C_in)  # (C_out, K), K as (kH, kW, C_in)
-        out, xp, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding)  # (N, C_out, H_out, W_out)
-        if cols is not None and ctx.needs_input_grad[1]:
-            xp = cols  # the patch matrix, still small enough to keep (one chunk): backward reuses it
-        ctx.save_for_backward(xp if ctx.needs_input_grad[1] else None, weight)
+        # (N, C_out, H_out, W_out); and for the weight's gradient, the padded input or the patch matrix
+        out, xp, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding, keep=ctx.needs_input_grad[1])
+        ctx.save_for_backward(cols if cols is not None else xp, weight)
         ctx.conf = (tuple(x.shape), stride, padding)
         return out
 
@@ -550,7 +588,7 @@ class _Conv2dFunction(torch.autograd.Function):
                 if xp.dim() == 2:  # the forward pass kept the whole patch matrix
                     cols = xp
                 else:
-                    cols = _im2col(xp[n:n_end], (kH, kW), stride, (H_out, W_out))  # (chunk * P, K), gathered again
+                    cols = _im2col(xp[n:n_end], (kH, kW), stride, (H_out, W_out), temporary=True)  # gathered again
                 g_n = g[n * P:n_end * P]  # (chunk * P, C_out)
                 if grad_w is None:
                     grad_w = cols.T @ g_n  # (K, chunk * P) @ (chunk * P, C_out) -> (K, C_out); MKL prefers this order
@@ -567,14 +605,15 @@ class _Conv2dFunction(torch.autograd.Function):
                 # gradient with the flipped filters, C_in and C_out swapped: the forward pass again.
                 # (Cheaper than col2im when C_out is not much larger than C_in.)
                 w_flip = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(C_in, kH * kW * C_out)  # (C_in, K')
-                grad_x, _, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW))
+                grad_x, _, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW),
+                                          keep=False)
             elif sH == sW == 1 and C_in >= 16:
                 # Fewer adds than col2im, but its GEMM yields only kH * C_in columns, which MKL runs
                 # slowly when narrow (measured 1.7-2x slower than col2im at C_in = 1, no gain at 8).
                 grad_x = _grad_input_stride1(grad, weight, padding)  # (N, C_in, H, W)
             else:
                 w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, K)  # (C_out, K)
-                cols_grad = g @ w_rows  # (M, C_out) @ (C_out, K) -> (M, K): each patch's gradient
+                cols_grad = _gemm.linear(g, w_rows.T)  # (M, C_out) @ (C_out, K) -> (M, K): each patch's gradient
                 grad_x = _col2im(cols_grad, x_shape, (kH, kW), stride, padding)  # (N, C_in, H, W)
         return grad_x, grad_w, grad_b, None, None
 

@@ -386,3 +386,35 @@ def test_conv2d_winograd_calls_no_torch_convolution():
     with forbid(*TORCH_CONVOLUTIONS):
         F.conv2d(x, w, padding=1).square().sum().backward()
     assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("channels, size, N", [((8, 8, 16, 8), 10, 3), ((48, 48, 48, 48), 8, 2),
+                                                ((16, 16, 16, 16), 16, 40)],
+                         ids=["im2col", "winograd", "im2col-chunked"])
+def test_conv2d_layers_of_one_shape_in_a_row_match_torch(channels, size, N):
+    """Temporaries of every call live in shared scratch memory (``dlcourse._gemm.scratch``): layers of
+    the same shape, run one after the other before one backward pass (a plain CNN's repeated
+    blocks), must not see each other's data. The widening layer (8 -> 16) takes the other
+    input-gradient path; the chunked case's patch matrix exceeds one chunk."""
+    gen = torch.Generator().manual_seed(sum(channels) + size + N)
+    x = torch.randn(N, channels[0], size, size, generator=gen, dtype=torch.float64)
+    ws = [torch.randn(c_out, c_in, 3, 3, generator=gen, dtype=torch.float64) / (3 * c_in ** 0.5)
+          for c_in, c_out in zip(channels, channels[1:])]
+    bs = [torch.randn(w.shape[0], generator=gen, dtype=torch.float64) for w in ws]
+    if channels[0] == 16:
+        assert len(conv._image_chunks(N, size * size * 9 * 16 * 8)) > 1
+
+    def net(conv2d, x, *params):
+        for w, b in zip(params[:len(ws)], params[len(ws):]):
+            x = torch.tanh(conv2d(x, w, b, padding=1))
+        return x
+
+    leaves = lambda: [t.clone().requires_grad_() for t in (x, *ws, *bs)]  # noqa: E731
+    mine, ref = leaves(), leaves()
+    y, y_ref = net(F.conv2d, *mine), net(TF.conv2d, *ref)
+    upstream = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    y.backward(upstream)
+    y_ref.backward(upstream)
+    torch.testing.assert_close(y, y_ref)
+    for got, expected in zip(mine, ref):
+        torch.testing.assert_close(got.grad, expected.grad)
