@@ -17,6 +17,7 @@ the two, or if a PyTorch build's oneDNN misbehaves).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -27,17 +28,26 @@ from torch import Tensor
 __all__ = ["linear", "scratch"]
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+_ONEDNN_MIN_WORK = 1 << 19  # multiply-adds; below, oneDNN's set-up per call (~10-20 us) outweighs its speed
 _onednn_works: bool | None = None  # None: not tried yet; then whether the first call succeeded
 
 
-def _onednn_op():
+@functools.cache
+def _onednn_inner_product():
     """oneDNN's inner product as PyTorch registers it (used by ``torch.compile`` on the CPU), or ``None``."""
-    if os.environ.get("DLCOURSE_GEMM", "").lower() == "torch" or not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available():
         return None
     try:
         return torch.ops.mkldnn._linear_pointwise
     except (AttributeError, RuntimeError):  # a build without it
         return None
+
+
+def _onednn_op():
+    """The inner product to use, or ``None`` where there is none or ``DLCOURSE_GEMM=torch`` asks for ``torch.addmm``."""
+    if os.environ.get("DLCOURSE_GEMM", "").lower() == "torch":
+        return None
+    return _onednn_inner_product()
 
 
 def linear(a: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -53,7 +63,7 @@ def linear(a: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     global _onednn_works
     if (_onednn_works is not False and a.device.type == "cpu" and a.dtype in _ONEDNN_DTYPES
-            and a.numel() > 0 and w.numel() > 0):
+            and a.shape[0] * a.shape[1] * w.shape[0] >= _ONEDNN_MIN_WORK):
         op = _onednn_op()
         if op is not None:
             try:

@@ -264,8 +264,7 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
     """
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    H_out = conv_output_size(H, kH, sH, pH)
-    W_out = conv_output_size(W, kW, sW, pW)
+    H_out, W_out = (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1  # (checked by conv2d)
     P = H_out * W_out  # output positions (rows of the patch matrix) per image
     chunks = _image_chunks(N, P * w_rows.shape[1] * x.element_size())
     keep_cols = keep and len(chunks) == 1  # backward reuses the patch matrix; else it gathers from xp
@@ -291,8 +290,7 @@ def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_si
     """
     N, C, H, W = input_shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    H_out = conv_output_size(H, kH, sH, pH)
-    W_out = conv_output_size(W, kW, sW, pW)
+    H_out, W_out = (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1  # (checked by conv2d)
     patches = cols_grad.view(N, H_out, W_out, kH, kW, C)  # (N, H_out, W_out, kH, kW, C)
     grad = cols_grad.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
     for u in range(kH):  # one strided add per kernel offset: kH * kW adds in all
@@ -337,8 +335,10 @@ def _grad_input_stride1(grad: Tensor, weight: Tensor, padding: tuple[int, int]) 
     G = G.view(N * H_out * Wp, kW * C_out)
     W_cat = weight.flip(3).permute(2, 1, 3, 0).reshape(kH * C_in, kW * C_out)  # rows (u, c), columns (v', o)
     Z = _gemm.linear(G, W_cat).view(N, H_out, Wp, kH, C_in)  # G @ W_catᵀ: row i's gradient through row u
-    grad_xp = grad.new_zeros(N, Hp, Wp, C_in)  # (N, Hp, Wp, C_in)
-    for u in range(kH):  # output row i reaches padded input row i + u through kernel row u
+    grad_xp = grad.new_empty(N, Hp, Wp, C_in)  # (N, Hp, Wp, C_in)
+    grad_xp[:, :H_out] = Z[:, :, :, 0]  # output row i reaches padded input row i + u through kernel row u
+    grad_xp[:, H_out:].zero_()
+    for u in range(1, kH):
         grad_xp[:, u:u + H_out] += Z[:, :, :, u]
     return grad_xp[:, pH:Hp - pH, pW:Wp - pW].permute(0, 3, 1, 2)  # drop the border; (N, C_in, H, W) view
 
@@ -686,8 +686,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
             ) from err
     if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
-    out_size = (conv_output_size(x.shape[2], kH, stride[0], padding[0]),
-                conv_output_size(x.shape[3], kW, stride[1], padding[1]))
+    out_size = ((x.shape[2] + 2 * padding[0] - kH) // stride[0] + 1,  # the sizes just checked
+                (x.shape[3] + 2 * padding[1] - kW) // stride[1] + 1)
     tile = _winograd_tile(weight, stride, out_size)
     if tile is not None:
         return _Winograd3x3Function.apply(x, weight, bias, padding, tile)

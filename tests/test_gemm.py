@@ -29,7 +29,7 @@ def test_linear_is_a_times_w_transposed_plus_bias(dtype, strided, with_bias, bac
     if device.type == "mps" and dtype == torch.bfloat16:
         pytest.skip("bfloat16 matrix products on MPS vary by macOS version")
     gen = torch.Generator().manual_seed(hash((str(dtype), strided, with_bias)) % 2**31)
-    M, K, N = 37, 53, 11  # odd sizes: no kernel gets a lucky block size
+    M, K, N = 1031, 53, 11  # odd sizes (no kernel gets a lucky block size), enough work for oneDNN
     if strided:  # the layouts conv2d passes: transposed and sliced views
         a = torch.randn(K, M + 3, generator=gen).T[:M]
         w = torch.randn(K, N, generator=gen).T
@@ -59,11 +59,14 @@ def test_linear_uses_onednn_on_the_cpu_when_present(monkeypatch):
     calls = []
     real = torch.addmm
     monkeypatch.setattr(torch, "addmm", lambda *args, **kw: calls.append(1) or real(*args, **kw))
-    _gemm.linear(torch.randn(8, 4), torch.randn(3, 4), torch.randn(3))
+    a, w, b = torch.randn(1024, 64), torch.randn(32, 64), torch.randn(32)  # 2 million multiply-adds
+    _gemm.linear(a, w, b)
     assert not calls
-    monkeypatch.setenv("DLCOURSE_GEMM", "torch")
-    _gemm.linear(torch.randn(8, 4), torch.randn(3, 4), torch.randn(3))
+    _gemm.linear(a[:8], w, b)  # too little work to be worth oneDNN's set-up
     assert calls == [1]
+    monkeypatch.setenv("DLCOURSE_GEMM", "torch")
+    _gemm.linear(a, w, b)
+    assert calls == [1, 1]
 
 
 def test_scratch_reuses_one_buffer_per_role_and_grows_it():
