@@ -1,15 +1,14 @@
-"""One matrix product, ``a @ w.T + bias``, run by the fastest kernel at hand.
+"""One matrix product, ``a @ w.T + bias``, run by the fastest kernel at hand; and scratch memory.
 
-PyTorch's own CPU convolutions run on oneDNN, whose kernels use the widest vector instructions
-the processor has. ``torch.mm`` on the CPU calls MKL's ``sgemm`` instead, which on some
-processors (AMD's, among others) takes a narrower code path: on the two-core AMD EPYC this
-course is tested on, oneDNN's inner product runs the convolution-shaped products of
-:mod:`dlcourse.conv` 1.3-1.8x faster than ``torch.mm`` (for example ``(8192, 576) @ (576, 64)``:
-86 vs 50 GFLOP/s). So a from-scratch convolution measured against PyTorch's is compared
-algorithm against algorithm, with the same matrix-product library underneath, :func:`linear`
-uses oneDNN's inner product where PyTorch has it (float32 and bfloat16 on the CPU) and
-``torch.addmm`` everywhere else (CUDA, MPS, float64, builds without oneDNN). Both compute the
-same product; only the order of the float additions differs.
+PyTorch's own CPU convolutions run on oneDNN. ``torch.mm`` on the CPU calls MKL's ``sgemm``
+instead, which is slower on some processors: on the two-core AMD EPYC this course is tested
+on, oneDNN's inner product runs the matrix products of :mod:`dlcourse.conv` 1.1-1.8x faster
+than ``torch.mm`` (for example ``(8192, 576) @ (576, 64)`` on two threads: 86 vs 50 GFLOP/s).
+So that a from-scratch convolution measured against PyTorch's is compared algorithm against
+algorithm, with the same matrix-product library underneath, :func:`linear` uses oneDNN's
+inner product where PyTorch has it (float32 and bfloat16 on the CPU, for products large
+enough to repay its set-up) and ``torch.addmm`` everywhere else (CUDA, MPS, float64, builds
+without oneDNN). Both compute the same product; only the order of the float additions differs.
 
 Set the environment variable ``DLCOURSE_GEMM=torch`` to always use ``torch.addmm`` (to compare
 the two, or if a PyTorch build's oneDNN misbehaves).
