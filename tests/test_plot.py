@@ -30,36 +30,73 @@ def images_per_axes(fig: Figure) -> list[int]:
 # image_grid
 # --------------------------------------------------------------------------------------------
 
+def runs(filled: np.ndarray) -> list[slice]:
+    """The maximal runs of True in a 1-D mask, as slices."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], filled.astype(int), [0]])))
+    return [slice(a, b) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def grid_tiles(fig: Figure) -> list[np.ndarray]:
+    """The images drawn in image_grid's single picture, found between its blank (NaN or
+    transparent) gaps, left to right then top to bottom."""
+    (ax,) = fig.axes
+    (picture,) = ax.images
+    mosaic = np.asarray(picture.get_array())
+    blank = np.isnan(mosaic) if mosaic.ndim == 2 else mosaic[..., 3] == 0
+    rows, cols = runs(~blank.all(axis=1)), runs(~blank.all(axis=0))
+    tiles = [mosaic[r, c] for r in rows for c in cols]
+    return [t for t in tiles if not (np.isnan(t).all() if t.ndim == 2 else (t[..., 3] == 0).all())]
+
+
 @pytest.mark.parametrize(
     ("shape", "image_shape"),
     [((10, 8, 8), (8, 8)), ((10, 1, 28, 28), (28, 28)), ((10, 3, 6, 5), (6, 5, 3))],
     ids=["(N,H,W)", "(N,1,H,W)", "(N,3,H,W)"],
 )
 def test_image_grid_shows_every_image_once(shape, image_shape):
-    images = torch.rand(shape)
+    images = torch.rand(shape) * 5 - 2  # grey images are shown over their own range; colour clipped to [0, 1]
     fig = image_grid(images, labels=list(range(10)), ncols=4)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) == 12  # 3 rows of 4
-    assert images_per_axes(fig) == [1] * 10 + [0] * 2
-    assert [ax.get_title() for ax in fig.axes[:10]] == [str(i) for i in range(10)]
-    assert all(not ax.axison for ax in fig.axes)
-    assert fig.axes[0].images[0].get_array().shape == image_shape
-    # The pixels shown are the pixels given (first image, channels last).
-    first = images[0].permute(1, 2, 0).squeeze(-1) if len(shape) == 4 else images[0]
-    np.testing.assert_allclose(np.asarray(fig.axes[0].images[0].get_array()), first.numpy(), rtol=1e-6)
+    assert len(fig.axes) == 1 and not fig.axes[0].axison  # one picture: fast to lay out
+    texts = fig.axes[0].texts
+    assert [t.get_text() for t in texts] == [str(i) for i in range(10)]
+    # Labels sit above their image, left to right then top to bottom (3 rows of 4).
+    positions = [t.get_position() for t in texts]
+    assert positions[0][0] < positions[1][0] < positions[3][0] and positions[0][1] < positions[4][1]
+    tiles = grid_tiles(fig)
+    assert len(tiles) == 10 and all(t.shape == image_shape[:2] + (4,) * (len(image_shape) == 3) for t in tiles)
+    for image, tile in zip(images, tiles):
+        shown = image.permute(1, 2, 0).squeeze(-1) if len(shape) == 4 else image  # channels last
+        if shown.dim() == 2:
+            expected = (shown - shown.min()) / (shown.max() - shown.min())
+            np.testing.assert_allclose(tile, expected.numpy(), rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_allclose(tile[..., :3], shown.clamp(0, 1).numpy(), rtol=1e-6)
+            assert (tile[..., 3] == 1).all()  # opaque, where the gaps are transparent
+
+
+def test_image_grid_scales_each_grey_image_to_its_own_range():
+    images = torch.stack([torch.zeros(4, 4), torch.full((4, 4), 7.0), torch.arange(16.0).view(4, 4)])
+    images[0, 0, 0] = -1.0  # one dark pixel in a flat image
+    tiles = grid_tiles(image_grid(images, ncols=3))
+    assert tiles[0][0, 0] == 0 and (tiles[0].ravel()[1:] == 1).all()
+    assert (tiles[1] == 0).all()  # a flat image: no range to show
+    np.testing.assert_allclose(tiles[2], (torch.arange(16.0).view(4, 4) / 15).numpy(), rtol=1e-6)
 
 
 def test_image_grid_accepts_numpy_gpu_style_and_grad_tensors():
     image_grid(np.random.rand(3, 5, 5))
     image_grid(torch.rand(3, 5, 5, requires_grad=True))
     image_grid(torch.rand(3, 5, 5, dtype=torch.float16))
+    fig = image_grid(np.random.randint(0, 256, size=(2, 4, 4, 3), dtype=np.uint8))  # 0-255 colour
+    assert np.asarray(fig.axes[0].images[0].get_array()).max() <= 1.0
 
 
 def test_image_grid_columns_and_title():
     fig = image_grid(torch.rand(3, 4, 4), ncols=8, title="digits")
-    assert len(fig.axes) == 3  # never more columns than images
     assert fig._suptitle is not None and fig._suptitle.get_text() == "digits"
-    assert [ax.get_title() for ax in fig.axes] == ["", "", ""]  # no labels given
+    assert len(fig.axes[0].texts) == 0  # no labels given
+    assert len(grid_tiles(fig)) == 3  # one row: never more columns than images
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (2, 2, 1, 8, 8), (4,), (4, 2, 8, 8)], ids=str)
@@ -209,10 +246,16 @@ def test_decision_boundary_bad_predictions():
 
 @pytest.mark.parametrize("shape", [(6, 12, 12), (1, 6, 12, 12)], ids=str)
 def test_feature_maps_one_image_per_channel(shape):
+    torch.manual_seed(0)
     fig = feature_maps(torch.randn(shape), ncols=4, title="conv1")
+    torch.manual_seed(0)
     assert isinstance(fig, Figure)
-    assert images_per_axes(fig) == [1] * 6 + [0] * 2
-    assert [ax.get_title() for ax in fig.axes[:6]] == [f"ch {i}" for i in range(6)]
+    maps = torch.randn(shape).reshape(6, 12, 12)
+    tiles = grid_tiles(fig)
+    assert len(tiles) == 6
+    for m, tile in zip(maps, tiles):  # each channel over its own range
+        np.testing.assert_allclose(tile, ((m - m.min()) / (m.max() - m.min())).numpy(), rtol=1e-5, atol=1e-6)
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"ch {i}" for i in range(6)]
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 12, 12), (12, 12), (1, 1, 6, 12, 12)], ids=str)
