@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip install --constraint constraints.txt
 BOOK   := $(BIN)/jupyter-book build . -W -n --keep-going
 # On a busy 2-core machine PyTorch's OpenMP threads spin-wait on each other and small training
-# loops get 10-30x slower; passive waiting costs nothing measurable when the machine is idle.
+# loops get 10-30x slower, so the build and the tests wait passively. `make bench` does not: on an
+# idle machine passive waiting makes threaded kernels wake their threads for every parallel
+# region (a (9216, 144) @ (144, 32) product: 1.3 ms instead of 0.6), and a benchmark should
+# measure what a Python session or notebook gets by default.
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help install book test bench lab labs strip lock clean distclean \
@@ -33,7 +36,7 @@ test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, 
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## dlcourse vs torch speed ratios, time to accuracy, notebook times into _build/bench.json (BENCH_ARGS="--notebooks run --publish": run every notebook, update the Performance page)
-	$(BIN)/python -m dlcourse.bench $(BENCH_ARGS)
+	env -u OMP_WAIT_POLICY $(BIN)/python -m dlcourse.bench $(BENCH_ARGS)
 
 lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab

@@ -25,7 +25,7 @@ Everything is written to ``_build/bench.json`` (and, with ``--publish``, to
 ``book/data/bench-results.json``, which the book's Performance page shows), one stable shape::
 
     {"device": "cpu", "machine": "...", "date": "2025-01-01T12:00:00+00:00", "torch": "2.13.0",
-     "threads": 2, "load_avg": {"start": 1.9, "end": 2.1}, "options": {...},
+     "threads": 2, "omp_wait_policy": "default", "load_avg": {"start": 1.9, "end": 2.1}, "options": {...},
      "ratios": {"conv2d_64x1x28x28": 1.1, ..., "lstm": 1.6, "attention": null},
      "details": {"conv2d_64x1x28x28": {"shape": ..., "mine_ms": ..., "torch_ms": ..., "ratio": ...,
                                         "target": 1.5, "met": true, "status": "ok", ...}, ...},
@@ -569,6 +569,7 @@ def run(device: torch.device, quick: bool = False, repeats: int = 50, only: list
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",  # PASSIVE slows threaded kernels down
         "load_avg": {"start": load_start, "end": _load_average()},
         "options": {"quick": quick, "repeats": repeats, "only": only, "notebooks": notebooks,
                     "notebook_patterns": notebook_patterns},
@@ -667,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                   notebook_patterns=args.notebook_patterns)
     load = results["load_avg"]
     print(f"dlcourse.bench on {results['device']} ({results['machine']}) with {results['threads']} threads "
-          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), torch {results['torch']}, "
+          f"(OMP_WAIT_POLICY={results['omp_wait_policy']}), torch {results['torch']}, "
           f"load average {_fmt(load['start'])} at the start, {_fmt(load['end'])} at the end"
           f"{'; quick: tiny sizes, not a measurement' if args.quick else ''}")
     if results["details"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_the_json_has_the_agreed_top_level_shape(quick_run):
     assert {"device", "date", "torch", "threads", "ratios", "details"} <= set(results)
     assert results["device"] == "cpu"
     assert isinstance(results["threads"], int) and results["threads"] >= 1
+    assert results["omp_wait_policy"] == (os.environ.get("OMP_WAIT_POLICY") or "default")
     assert results["torch"] and results["date"][:2] == "20"
     assert set(CASE_KEYS) <= set(results["ratios"])
     assert set(results["details"]) == set(results["ratios"])
