@@ -69,10 +69,9 @@ def linear(a: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
                 out = op(a, w, bias, "none", [], "")
                 _onednn_works = True
                 return out
-            except RuntimeError:
-                if _onednn_works:  # it worked before: this failure is about these inputs, report it
-                    raise
-                _onednn_works = False  # it never worked in this build: use torch.addmm from now on
+            except RuntimeError:  # torch.addmm below computes it, or says what is wrong with the inputs
+                if not _onednn_works:
+                    _onednn_works = False  # it never worked in this build: use torch.addmm from now on
     if bias is None:
         return a @ w.T
     return torch.addmm(bias, a, w.T)

@@ -84,9 +84,11 @@ def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
         raise ValueError("image_grid: got no images (N = 0)")
     if labels is not None and len(labels) != n:
         raise ValueError(f"image_grid: got {len(labels)} labels for {n} images")
+    if imgs.shape[1] == 0 or imgs.shape[2] == 0:
+        raise ValueError(f"image_grid: expected images of at least 1x1 pixels, got shape {tuple(imgs.shape)}")
     if imgs.ndim == 3:  # grey: each image to [0, 1] over its own range (a flat image: all 0)
         imgs = imgs.astype(np.float32)
-        low = np.nanmin(imgs, axis=(1, 2), keepdims=True) if imgs.size else imgs
+        low = np.nanmin(imgs, axis=(1, 2), keepdims=True)
         span = np.nanmax(imgs, axis=(1, 2), keepdims=True) - low
         imgs = np.where(span > 0, (imgs - low) / np.where(span > 0, span, 1), 0.0).astype(np.float32)
     elif np.issubdtype(imgs.dtype, np.integer):

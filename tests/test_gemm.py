@@ -101,3 +101,21 @@ def test_scratch_is_per_thread():
     thread.start()
     thread.join()
     assert there and there[0] != here
+
+
+def test_linear_falls_back_to_addmm_when_onednn_fails(monkeypatch):
+    """A PyTorch build whose oneDNN op rejects some inputs still gets the product, from ``torch.addmm``."""
+    monkeypatch.delenv("DLCOURSE_GEMM", raising=False)
+
+    def broken(*args):
+        raise RuntimeError("oneDNN: unsupported")
+
+    monkeypatch.setattr(_gemm, "_onednn_op", lambda: broken)
+    monkeypatch.setattr(_gemm, "_onednn_works", True)  # it worked for earlier inputs
+    a, w, b = torch.randn(1024, 64), torch.randn(32, 64), torch.randn(32)
+    torch.testing.assert_close(_gemm.linear(a, w, b), torch.addmm(b, a, w.T))
+    monkeypatch.setattr(_gemm, "_onednn_works", None)  # never tried: the first failure turns it off
+    torch.testing.assert_close(_gemm.linear(a, w, b), torch.addmm(b, a, w.T))
+    assert _gemm._onednn_works is False
+    with pytest.raises(RuntimeError):  # a real mistake still gets torch's own error
+        _gemm.linear(a, torch.randn(32, 63), b)

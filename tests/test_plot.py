@@ -108,6 +108,8 @@ def test_image_grid_bad_shapes(shape):
 def test_image_grid_no_images():
     with pytest.raises(ValueError, match="no images"):
         image_grid(torch.rand(0, 8, 8))
+    with pytest.raises(ValueError, match="at least 1x1 pixels"):
+        image_grid(torch.rand(3, 0, 8))
 
 
 def test_image_grid_labels_must_match():
