@@ -70,8 +70,8 @@ def linear(a: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
                 _onednn_works = True
                 return out
             except RuntimeError:  # torch.addmm below computes it, or says what is wrong with the inputs
-                if not _onednn_works:
-                    _onednn_works = False  # it never worked in this build: use torch.addmm from now on
+                if _onednn_works is None:  # it never worked in this build: use torch.addmm from now on
+                    _onednn_works = False
     if bias is None:
         return a @ w.T
     return torch.addmm(bias, a, w.T)

@@ -117,6 +117,13 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     return (size + 2 * padding - span) // stride + 1
 
 
+def _out_sizes(H: int, W: int, kernel_size: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int]) -> tuple[int, int]:
+    """``(H_out, W_out)``: :func:`conv_output_size` without its checks, for sizes ``conv2d`` already checked."""
+    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
+    return (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1
+
+
 def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
     r"""The 2-D cross-correlation of one image with one kernel, with two plain loops (for teaching).
 
@@ -263,8 +270,7 @@ def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tupl
         patch matrix: ``(N * H_out * W_out, kH * kW * C)`` or ``None``.
     """
     N, C, H, W = x.shape
-    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    H_out, W_out = (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1  # (checked by conv2d)
+    H_out, W_out = _out_sizes(H, W, kernel_size, stride, padding)
     P = H_out * W_out  # output positions (rows of the patch matrix) per image
     chunks = _image_chunks(N, P * w_rows.shape[1] * x.element_size())
     keep_cols = keep and len(chunks) == 1  # backward reuses the patch matrix; else it gathers from xp
@@ -290,7 +296,7 @@ def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_si
     """
     N, C, H, W = input_shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    H_out, W_out = (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1  # (checked by conv2d)
+    H_out, W_out = _out_sizes(H, W, kernel_size, stride, padding)
     patches = cols_grad.view(N, H_out, W_out, kH, kW, C)  # (N, H_out, W_out, kH, kW, C)
     grad = cols_grad.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
     for u in range(kH):  # one strided add per kernel offset: kH * kW adds in all
@@ -686,8 +692,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
             ) from err
     if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
-    out_size = ((x.shape[2] + 2 * padding[0] - kH) // stride[0] + 1,  # the sizes just checked
-                (x.shape[3] + 2 * padding[1] - kW) // stride[1] + 1)
+    out_size = _out_sizes(x.shape[2], x.shape[3], (kH, kW), stride, padding)  # sizes just checked
     tile = _winograd_tile(weight, stride, out_size)
     if tile is not None:
         return _Winograd3x3Function.apply(x, weight, bias, padding, tile)

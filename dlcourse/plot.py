@@ -96,7 +96,6 @@ def image_grid(images: Any, labels: Sequence[Any] | None = None, ncols: int = 8,
     else:
         imgs = np.clip(imgs.astype(np.float32), 0.0, 1.0)
     ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
     H, W = imgs.shape[1:3]
     gap = max(1, round(0.08 * max(H, W)))  # blank pixels between images
     label_rows = math.ceil(0.22 * H / size) if labels is not None else 0  # about 0.22 inch for a label
