@@ -97,8 +97,11 @@ def build() -> subprocess.CompletedProcess:
     root = Path(__file__).resolve().parents[1]
     cache_guard(root / "_build")
     jb = Path(sys.executable).with_name("jupyter-book")
+    # The notebooks run one at a time, as in a student's session: with PyTorch's default thread
+    # settings, not the passive waiting the Makefile sets for the tests (see its comment).
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     start = time.perf_counter()
-    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going"], cwd=root,
+    proc = subprocess.run([str(jb), "build", ".", "-W", "-n", "--keep-going"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=1800)
     proc.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
     return proc
