@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dlcourse._checks import require_bool, torch_signature
+
 __all__ = ["scaled_dot_product_attention", "causal_mask"]
 
 
@@ -68,7 +70,8 @@ class _Attention(torch.autograd.Function):
         if forbid is not None:
             scores.masked_fill_(forbid, -math.inf)
         # softmax over the keys, in place: exp(s - max) / sum
-        row_max = scores.amax(dim=-1, keepdim=True)  # (B, L, 1)
+        # (B, L, 1); with no key at all (S = 0) the output is 0, as in PyTorch, and there is no maximum
+        row_max = scores.amax(dim=-1, keepdim=True) if S else scores.new_zeros(B, L, 1)
         masked = add_mask is not None or forbid is not None
         if masked:  # a row that sees no key at all: max = -inf; give it weights 0 (as PyTorch)
             row_max.masked_fill_(row_max == -math.inf, 0.0)
@@ -111,7 +114,8 @@ def _require_tensor(x: object, name: str) -> None:
                         f"got {type(x).__name__}")
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+@torch_signature(("dropout_p", 0.0), ("is_causal", False), ("scale", None), ("enable_gqa", False))
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, *,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
     r"""Attention :math:`\operatorname{softmax}(Q K^\top / \sqrt{E} + M)\,V`, as ``torch.nn.functional``'s.
 
@@ -125,6 +129,11 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
         is_causal: let query ``i`` see only keys ``j <= i`` (:func:`~dlcourse.attention.causal_mask`); do not
             combine it with ``attn_mask``.
         scale: the factor of the scores (default :math:`1/\sqrt{E}`).
+
+    ``is_causal`` and ``scale`` are keyword-only: PyTorch's fifth positional argument is
+    ``dropout_p``, which is not implemented (only ``dropout_p=0.0``), so
+    ``scaled_dot_product_attention(q, k, v, None, 0.0, True)`` is an error naming them, not a
+    silently non-causal attention.
 
     Shape:
         q: ``(..., L, E)``, k: ``(..., S, E)``, v: ``(..., S, E_v)``; their leading dimensions
@@ -149,6 +158,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Ten
     if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_floating_point:
         raise ValueError(f"scaled_dot_product_attention: expected q, k, v of one floating dtype, "
                          f"got {q.dtype}, {k.dtype}, {v.dtype}")
+    require_bool(is_causal, "is_causal", "scaled_dot_product_attention")
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give either attn_mask or is_causal=True, not both")
     L, E = q.shape[-2:]

@@ -47,6 +47,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from dlcourse import _gemm
+from dlcourse._checks import torch_signature
 
 __all__ = ["conv_output_size", "corr2d", "conv2d"]
 
@@ -624,6 +625,7 @@ class _Conv2dFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+@torch_signature(("dilation", 1), ("groups", 1))
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPair = 1,
            padding: _IntPair = 0) -> Tensor:
     r"""2-D convolution (cross-correlation) of a batch of images, as ``torch.nn.functional.conv2d``.

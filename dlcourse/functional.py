@@ -12,12 +12,15 @@ import operator
 import torch
 from torch import Tensor
 
+from dlcourse._checks import torch_signature
+
 
 def _require_tensor(x: object, fn: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn}: expected a torch.Tensor, got {type(x).__name__}")
 
 
+@torch_signature(("out", None))
 def sigmoid(x: Tensor) -> Tensor:
     r"""The logistic sigmoid, :math:`\sigma(x) = 1 / (1 + e^{-x})`.
 
@@ -33,6 +36,7 @@ def sigmoid(x: Tensor) -> Tensor:
     return torch.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+@torch_signature(("out", None))
 def tanh(x: Tensor) -> Tensor:
     r"""The hyperbolic tangent, :math:`\tanh(x) = (e^{x} - e^{-x}) / (e^{x} + e^{-x})`.
 
@@ -49,6 +53,7 @@ def tanh(x: Tensor) -> Tensor:
     return torch.where(pos, t, -t)
 
 
+@torch_signature(("inplace", False))
 def relu(x: Tensor) -> Tensor:
     r"""The rectified linear unit, :math:`\mathrm{ReLU}(x) = \max(0, x)`.
 
@@ -63,6 +68,7 @@ def relu(x: Tensor) -> Tensor:
     return torch.where(x <= 0, torch.zeros((), dtype=x.dtype, device=x.device), x)
 
 
+@torch_signature(("inplace", False))
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     r"""Leaky ReLU, :math:`x` for :math:`x > 0`, else :math:`\text{negative\_slope} \cdot x`.
 
@@ -79,6 +85,7 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return torch.where(x > 0, x, negative_slope * x)
 
 
+@torch_signature(("inplace", False))
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     r"""The exponential linear unit, :math:`x` for :math:`x > 0`, else :math:`\alpha (e^{x} - 1)`.
 
@@ -95,7 +102,8 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     return torch.where(x > 0, x, negative_part)
 
 
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
+@torch_signature(("_stacklevel", 3), ("dtype", None))
+def softmax(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> Tensor:
     r"""Softmax along ``dim``, :math:`\mathrm{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}`.
 
     The maximum is subtracted first (the result does not change), so large logits do not
@@ -105,6 +113,7 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
         x: input tensor (logits).
         dim: the dimension whose entries sum to 1 (default: the last); ``-x.dim() <= dim <
             x.dim()`` (a 0-d input counts as one entry, as in PyTorch: its softmax is 1).
+        dtype: if given, ``x`` is cast to it first (as PyTorch's ``dtype``), e.g. to sum in float64.
 
     Shape:
         Input: any shape. Output: same shape; entries along ``dim`` are positive and sum to 1.
@@ -118,11 +127,16 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
         raise ValueError(
             f"softmax: expected dim in [{-ndim}, {ndim - 1}] for a {x.dim()}-D input, got dim={dim}"
         )
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.numel() == 0:  # nothing to normalise (amax over an empty dimension would fail)
+        return x.exp()
     shifted = x - x.amax(dim=dim, keepdim=True).detach()
     e = torch.exp(shifted)
     return e / e.sum(dim=dim, keepdim=True)
 
 
+@torch_signature()
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     r"""An affine map, :math:`y = x W^\top + b`, as in ``torch.nn.functional.linear``.
 

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dlcourse._checks import torch_signature
+
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy", "cross_entropy", "dropout"]
 
 
@@ -36,6 +38,7 @@ def _require_same_shape(a: Tensor, b: Tensor, fn: str, names: tuple[str, str]) -
         )
 
 
+@torch_signature(("size_average", None), ("reduce", None), ("reduction", "mean"), ("weight", None))
 def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     r"""Mean squared error, :math:`\frac{1}{n} \sum_i (\hat y_i - y_i)^2`.
 
@@ -50,6 +53,7 @@ def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     return ((pred - target) ** 2).mean()
 
 
+@torch_signature(("size_average", None), ("reduce", None), ("reduction", "mean"), ("weight", None))
 def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
     r"""Mean absolute error, :math:`\frac{1}{n} \sum_i |\hat y_i - y_i|`.
 
@@ -62,7 +66,8 @@ def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean()
 
 
-def huber_loss(pred: Tensor, target: Tensor, delta: float = 1.0) -> Tensor:
+@torch_signature(("reduction", "mean"), ("delta", 1.0), ("weight", None))
+def huber_loss(pred: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
     r"""Huber loss: squared error for small errors, absolute error for large ones.
 
     With :math:`d_i = \hat y_i - y_i`,
@@ -118,6 +123,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         return grad_prob, grad_target
 
 
+@torch_signature(("weight", None), ("size_average", None), ("reduce", None), ("reduction", "mean"))
 def binary_cross_entropy(prob: Tensor, target: Tensor) -> Tensor:
     r"""Binary cross-entropy between predicted probabilities and targets in [0, 1].
 
@@ -191,7 +197,7 @@ class _CrossEntropy(torch.autograd.Function):
             return None, None, None
         y, keep, e, sum_e, count = ctx.saved_tensors
         # dL/dx_c = (softmax(x)_c - [c == y]) * grad / count at kept positions, 0 elsewhere
-        scale = grad / count  # (): the weight of each kept position
+        scale = grad / count.clamp(min=1)  # (): the weight of each kept position (none kept: gradient 0, as PyTorch)
         if keep is not None:
             scale = keep.unsqueeze(-1).to(e.dtype) * scale  # (..., 1)
         grad_x = e * (scale / sum_e)  # (..., C): softmax(x) * scale, in one pass over the logits
@@ -200,7 +206,9 @@ class _CrossEntropy(torch.autograd.Function):
         return grad_x, None, None
 
 
-def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
+@torch_signature(("weight", None), ("size_average", None), ("ignore_index", -100), ("reduce", None),
+                 ("reduction", "mean"), ("label_smoothing", 0.0))
+def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -> Tensor:
     r"""Cross-entropy between raw class scores (logits) and class indices.
 
     For one sample with logits :math:`x \in \mathbb{R}^C` and true class :math:`y`,
@@ -260,6 +268,7 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = -100) -> T
     return _CrossEntropy.apply(x, y, keep)
 
 
+@torch_signature(("inplace", False))
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     r"""Inverted dropout: zero each element with probability :math:`p`, scale the rest by :math:`1/(1-p)`.
 

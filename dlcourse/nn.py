@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dlcourse import functional as F
+from dlcourse._checks import require_bool, torch_signature
 
 
 class Linear(nn.Module):
@@ -36,6 +37,7 @@ class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        require_bool(bias, "bias", "Linear")
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Linear: expected a positive int {name}, got {value!r}")
@@ -98,10 +100,14 @@ class Conv2d(nn.Module):
         :math:`W_{out}` (:func:`dlcourse.functional.conv_output_size`).
     """
 
+    # torch.nn.Conv2d's sixth argument is dilation: bias, device and dtype are keyword-only here.
+    @torch_signature(("dilation", 1), ("groups", 1), ("bias", True), ("padding_mode", "zeros"),
+                     ("device", None), ("dtype", None))
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, bias: bool = True,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, *, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        require_bool(bias, "bias", "Conv2d")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Conv2d: expected a positive int {name}, got {value!r}")
@@ -174,6 +180,11 @@ class MaxPool2d(_Pool2d):
         :math:`H_{out} = \lfloor (H + 2 p_h - kH) / s_h \rfloor + 1`, likewise :math:`W_{out}`.
     """
 
+    @torch_signature(("dilation", 1), ("return_indices", False), ("ceil_mode", False))
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
+        super().__init__(kernel_size, stride, padding)
+
     def forward(self, x: Tensor) -> Tensor:
         """See :func:`dlcourse.functional.max_pool2d`."""
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
@@ -191,6 +202,11 @@ class AvgPool2d(_Pool2d):
         Input: ``(N, C, H, W)`` or ``(C, H, W)``. Output: ``(N, C, H_out, W_out)``, sizes as in
         :class:`MaxPool2d`.
     """
+
+    @torch_signature(("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None))
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0) -> None:
+        super().__init__(kernel_size, stride, padding)
 
     def forward(self, x: Tensor) -> Tensor:
         """See :func:`dlcourse.functional.avg_pool2d`."""
@@ -237,6 +253,7 @@ class Dropout(nn.Module):
         Input: any shape. Output: same shape.
     """
 
+    @torch_signature(("inplace", False))
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float)):

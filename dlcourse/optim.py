@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dlcourse._checks import Unsupported, _same_value, torch_signature
+
 __all__ = ["SGD", "RMSprop", "Adagrad", "Adam"]
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -58,17 +60,55 @@ def _closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
         return closure()
 
 
+def _real(t: Tensor) -> Tensor:
+    """A complex tensor as a real view with a trailing (real, imaginary) dimension, as torch.optim
+    treats complex parameters: each part is a parameter of its own. A real tensor as itself."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
 class _CheckedOptimizer(torch.optim.Optimizer):
-    """An Optimizer that validates its hyperparameters, both the defaults and every param group."""
+    """An Optimizer that validates its hyperparameters, both the defaults and every param group.
+
+    ``_torch_options`` lists the options of the ``torch.optim`` twin that this optimizer does not
+    implement, each with the one value it computes the same as torch for. They are stored in
+    every param group, so ``state_dict()`` loads into ``torch.optim``; a group (given, or loaded
+    from a state dict) that asks for another value is refused by name, never ignored.
+    """
+
+    _torch_options: tuple[tuple[str, Any], ...] = ()
 
     def __init__(self, params: Params, defaults: dict[str, Any]) -> None:
+        self._own_options = frozenset(defaults)
+        defaults = {**defaults, **{k: v for k, v in self._torch_options if k not in defaults}}
         self._check_hyperparameters(defaults)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if isinstance(param_group, dict):
+            self._check_options(param_group, "")
             self._check_hyperparameters({**self.defaults, **param_group})
         super().add_param_group(param_group)
+
+    def _check_options(self, group: dict[str, Any], where: str) -> None:
+        """Refuse a torch.optim option this optimizer does not implement, naming it."""
+        for key, accepted in self._torch_options:
+            if key in group and key not in self._own_options and not _same_value(group[key], accepted):
+                raise Unsupported(f"{type(self).__name__}{where}: dlcourse does not implement {key}={group[key]!r} "
+                                  f"(torch.optim's {key}); expected {key}={accepted!r}")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict saved by this optimizer or by its ``torch.optim`` twin.
+
+        A state saved with an option this optimizer does not implement (``nesterov=True``,
+        ``amsgrad=True``, ...) is refused with an error naming it, before anything is loaded.
+        """
+        for group in state_dict.get("param_groups", []):
+            self._check_options(group, ".load_state_dict")
+            self._check_hyperparameters({**self.defaults, **group})
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:  # a state saved by an older torch may lack an option
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -84,9 +124,16 @@ class SGD(_CheckedOptimizer):
         weight_decay: L2 penalty :math:`\lambda \ge 0`; adds :math:`\lambda \theta` to the gradient.
 
     State per parameter: ``momentum_buffer`` :math:`b` (with momentum only).
+
+    ``weight_decay`` is keyword-only (``torch.optim.SGD``'s fourth argument is ``dampening``).
+    Complex parameters are updated as in ``torch.optim.SGD``.
     """
 
-    def __init__(self, params: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+    _torch_options = (("dampening", 0), ("weight_decay", 0.0), ("nesterov", False), ("maximize", False),
+                      ("foreach", None), ("differentiable", False), ("fused", None))
+
+    @torch_signature(*_torch_options)
+    def __init__(self, params: Params, lr: float, momentum: float = 0.0, *, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
@@ -140,9 +187,14 @@ class RMSprop(_CheckedOptimizer):
         alpha: smoothing constant :math:`\alpha \in [0, 1]` of the running average (default 0.99).
         eps: :math:`\epsilon \ge 0`, added to the denominator so it is never 0 (default 1e-8).
 
-    State per parameter: ``step`` (number of updates), ``square_avg`` :math:`v`.
+    State per parameter: ``step`` (number of updates), ``square_avg`` :math:`v`. A complex
+    parameter is two real ones (its real and imaginary parts), as in ``torch.optim.RMSprop``.
     """
 
+    _torch_options = (("weight_decay", 0), ("momentum", 0), ("centered", False), ("capturable", False),
+                      ("foreach", None), ("maximize", False), ("differentiable", False))
+
+    @torch_signature(*_torch_options)
     def __init__(self, params: Params, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8) -> None:
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
 
@@ -172,14 +224,13 @@ class RMSprop(_CheckedOptimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["square_avg"] = torch.zeros_like(p)
                 # int(): torch.optim stores the count as a 0-d tensor; state dicts load both ways.
                 state["step"] = int(state["step"]) + 1
-                v = state["square_avg"]
+                g, v, p = _real(p.grad), _real(state["square_avg"]), _real(p)  # complex: as two real parts
                 v.mul_(alpha).add_((1 - alpha) * g * g)
                 p.sub_(lr * g / (v.sqrt() + eps))
         return loss
@@ -196,11 +247,28 @@ class Adagrad(_CheckedOptimizer):
         lr: learning rate :math:`\eta` (default 0.01).
         eps: :math:`\epsilon \ge 0`, added to the denominator so it is never 0 (default 1e-10).
 
-    State per parameter: ``step`` (number of updates), ``sum`` :math:`G`.
+    State per parameter: ``step`` (number of updates), ``sum`` :math:`G`. A complex parameter is
+    two real ones, as in ``torch.optim.Adagrad``.
+
+    ``eps`` is keyword-only (``torch.optim.Adagrad``'s third argument is ``lr_decay``).
     """
 
-    def __init__(self, params: Params, lr: float = 0.01, eps: float = 1e-10) -> None:
+    _torch_options = (("lr_decay", 0), ("weight_decay", 0), ("initial_accumulator_value", 0), ("eps", 1e-10),
+                      ("foreach", None), ("maximize", False), ("differentiable", False), ("fused", None))
+
+    @torch_signature(*_torch_options)
+    def __init__(self, params: Params, lr: float = 0.01, *, eps: float = 1e-10) -> None:
         super().__init__(params, {"lr": lr, "eps": eps})
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state, with zeros for parameters not updated yet: ``torch.optim.Adagrad`` expects a
+        state for every parameter (it creates them with the optimizer)."""
+        saved = super().state_dict()
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, p in enumerate(params):
+            if not saved["state"].get(i):
+                saved["state"][i] = {"step": torch.tensor(0.0), "sum": torch.zeros_like(p)}
+        return saved
 
     def _check_hyperparameters(self, group: dict[str, Any]) -> None:
         _check_range("Adagrad", "lr", group["lr"])
@@ -227,13 +295,12 @@ class Adagrad(_CheckedOptimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["sum"] = torch.zeros_like(p)
                 state["step"] = int(state["step"]) + 1  # int(): torch.optim stores a 0-d tensor
-                G = state["sum"]
+                g, G, p = _real(p.grad), _real(state["sum"]), _real(p)  # complex: as two real parts
                 G.add_(g * g)
                 p.sub_(lr * g / (G.sqrt() + eps))
         return loss
@@ -251,9 +318,14 @@ class Adam(_CheckedOptimizer):
         weight_decay: L2 penalty :math:`\lambda \ge 0`, added to the gradient as
             :math:`\lambda \theta` (as in ``torch.optim.Adam``; AdamW decays the weights instead).
 
-    State per parameter: ``step`` :math:`t`, ``exp_avg`` :math:`m`, ``exp_avg_sq`` :math:`v`.
+    State per parameter: ``step`` :math:`t`, ``exp_avg`` :math:`m`, ``exp_avg_sq`` :math:`v`. A
+    complex parameter is two real ones (its real and imaginary parts), as in ``torch.optim.Adam``.
     """
 
+    _torch_options = (("amsgrad", False), ("foreach", None), ("maximize", False), ("capturable", False),
+                      ("differentiable", False), ("fused", None), ("decoupled_weight_decay", False))
+
+    @torch_signature(*_torch_options)
     def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
@@ -296,16 +368,16 @@ class Adam(_CheckedOptimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad
-                if wd != 0:
-                    g = g + wd * p
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 t = state["step"] = int(state["step"]) + 1  # int(): torch.optim stores a 0-d tensor
-                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m, v = _real(state["exp_avg"]), _real(state["exp_avg_sq"])  # complex: as two real parts
+                g, p = _real(p.grad), _real(p)
+                if wd != 0:
+                    g = g + wd * p
                 m.mul_(beta1).add_((1 - beta1) * g)
                 v.mul_(beta2).add_((1 - beta2) * g * g)
                 m_hat = m / (1 - beta1**t)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dlcourse._checks import torch_signature
 from dlcourse.conv import _pair, conv_output_size
 
 __all__ = ["max_pool2d", "avg_pool2d"]
@@ -170,6 +171,7 @@ def _geometry(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None, padding
     return kernel, step, pad, out
 
 
+@torch_signature(("dilation", 1), ("ceil_mode", False), ("return_indices", False))
 def max_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
                padding: _IntPair = 0) -> Tensor:
     r"""2-D max pooling, as ``torch.nn.functional.max_pool2d``: the largest entry of each window.
@@ -207,6 +209,7 @@ def max_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
     return _MaxPool2dFunction.apply(x, geometry)
 
 
+@torch_signature(("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None))
 def avg_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
                padding: _IntPair = 0) -> Tensor:
     r"""2-D average pooling, as ``torch.nn.functional.avg_pool2d``: the mean of each window.

@@ -40,6 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from dlcourse._checks import require_bool, torch_signature
+
 __all__ = ["rnn_cell", "lstm_cell", "rnn", "lstm", "RNNCell", "RNN", "LSTMCell", "LSTM"]
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -351,6 +353,7 @@ class _Recurrent(nn.Module):
                  device: torch.device | str | None, dtype: torch.dtype | None) -> None:
         super().__init__()
         _check_sizes(input_size, hidden_size, type(self).__name__)
+        require_bool(bias, "bias", type(self).__name__)  # bias="False" would be a true string
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self._suffix = suffix
         factory = {"device": device, "dtype": dtype}
@@ -368,6 +371,14 @@ class _Recurrent(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-bound, bound)
+
+    def _check_dtype(self, x: Tensor, states: list[Tensor | None]) -> None:
+        """The input and given states in the parameters' dtype, or a clear error (no silent cast)."""
+        name, dtype = type(self).__name__, getattr(self, "weight_ih" + self._suffix).dtype
+        for what, t in (("input", x), *zip(("the first state", "the second state"), states)):
+            if isinstance(t, Tensor) and t.dtype != dtype:
+                raise TypeError(f"{name}: expected {what} of the parameters' dtype {dtype}, got {t.dtype} "
+                                f"(convert one of them, e.g. x.to({dtype}) or module.to({t.dtype}))")
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         s = self._suffix
@@ -387,6 +398,7 @@ class _Cell(_Recurrent):
     def _batched(self, x: Tensor, states: list[Tensor | None]) -> tuple[Tensor, list[Tensor], bool]:
         name = type(self).__name__
         _check_input(x, self.input_size, (1, 2), "2-D (N, input_size) or a 1-D (input_size,)", name)
+        self._check_dtype(x, states)
         unbatched = x.dim() == 1
         x = x.unsqueeze(0) if unbatched else x  # (N, input_size)
         shape = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
@@ -482,14 +494,16 @@ class _Sequence(_Recurrent):
         if num_layers != 1:
             raise ValueError(f"{name}: only one layer is implemented, got num_layers={num_layers!r} "
                              f"(stack several {name} modules instead)")
+        require_bool(batch_first, "batch_first", name)  # batch_first="False" would be a true string
         super().__init__(input_size, hidden_size, gates, bias, "_l0", device, dtype)
-        self.num_layers, self.batch_first = 1, bool(batch_first)
+        self.num_layers, self.batch_first = 1, batch_first
 
     def _time_first(self, x: Tensor, states: list[Tensor | None]) -> tuple[Tensor, list[Tensor], bool]:
         """x as (T, N, input_size) and each state as (N, hidden_size); and whether x was unbatched."""
         name = type(self).__name__
         layout = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
         _check_input(x, self.input_size, (2, 3), f"3-D {layout} or a 2-D (T, input_size)", name)
+        self._check_dtype(x, states)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(1)  # (T, 1, input_size)
@@ -547,8 +561,11 @@ class RNN(_Sequence):
         ``(N, T, hidden_size)``, or ``(T, hidden_size)``) and the last one, shaped like h0.
     """
 
+    # torch.nn.RNN's seventh and eighth arguments are dropout and bidirectional: device and dtype
+    # are keyword-only here.
+    @torch_signature(("dropout", 0.0), ("bidirectional", False), ("device", None), ("dtype", None))
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, batch_first: bool = False, device: torch.device | str | None = None,
+                 bias: bool = True, batch_first: bool = False, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         _activation(nonlinearity, "RNN")
         super().__init__(input_size, hidden_size, num_layers, 1, bias, batch_first, device, dtype)
@@ -593,8 +610,12 @@ class LSTM(_Sequence):
         final state and memory cell, shaped like h0.
     """
 
+    # torch.nn.LSTM's sixth to eighth arguments are dropout, bidirectional and proj_size: device and
+    # dtype are keyword-only here.
+    @torch_signature(("dropout", 0.0), ("bidirectional", False), ("proj_size", 0), ("device", None),
+                     ("dtype", None))
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, device: torch.device | str | None = None,
+                 batch_first: bool = False, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, 4, bias, batch_first, device, dtype)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from dlcourse._checks import require_bool, torch_signature
 from dlcourse.attention import scaled_dot_product_attention
 from dlcourse.losses import cross_entropy
 
@@ -117,9 +118,14 @@ class MultiHeadAttention(nn.Module):
         Input: ``(B, T, E)`` (batch first). Output: ``(B, T, E)``.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+    # torch.nn.MultiheadAttention's fifth argument is add_bias_kv: device and dtype are keyword-only
+    # here. It is always batch first (torch's batch_first=True).
+    @torch_signature(("add_bias_kv", False), ("add_zero_attn", False), ("kdim", None), ("vdim", None),
+                     ("batch_first", True), ("device", None), ("dtype", None))
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, *,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        require_bool(bias, "bias", "MultiHeadAttention")
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim={embed_dim} must be a multiple of num_heads={num_heads}")
         factory = {"device": device, "dtype": dtype}
@@ -133,7 +139,11 @@ class MultiHeadAttention(nn.Module):
         if bias:
             nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+    # Self-attention only: torch's forward(query, key, value, ...) is refused, naming key and value.
+    @torch_signature(("key", None), ("value", None), ("key_padding_mask", None), ("need_weights", False),
+                     ("attn_mask", None), ("average_attn_weights", True), ("is_causal", False),
+                     name="MultiHeadAttention.forward")
+    def forward(self, x: Tensor, *, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
         """Self-attention of ``x``, ``(B, T, E) -> (B, T, E)``.
 
         ``attn_mask`` and ``is_causal`` are those of
