@@ -21,17 +21,17 @@ DEFAULT_THREADS := $(if $(filter file,$(origin OMP_WAIT_POLICY)),env -u OMP_WAIT
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml tools/pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
-	$(PIP) --editable ".[dev]"
+	$(PIP) --editable ".[dev]" --editable ./tools
 	$(BIN)/jupyter labextension list 2>&1 | grep -q nbgrader || echo "warning: nbgrader lab extension not found"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with every dependency pinned by constraints.txt
 
 book: $(STAMP)  ## build the HTML site (notebooks executed, cached) into _build/html
-	$(BIN)/python -m dlcourse.notebooks cache-guard _build
+	$(BIN)/python -m dlcourse_tools.notebooks cache-guard _build
 	$(DEFAULT_THREADS) $(BOOK)
 	@echo "The site is at file://$(CURDIR)/_build/html/index.html"
 
@@ -39,7 +39,7 @@ test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, 
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## dlcourse vs torch speed ratios, time to accuracy, notebook times into _build/bench.json (BENCH_ARGS="--notebooks run --publish": run every notebook, update the Performance page)
-	$(DEFAULT_THREADS) $(BIN)/python -m dlcourse.bench $(BENCH_ARGS)
+	$(DEFAULT_THREADS) $(BIN)/python -m dlcourse_tools.bench $(BENCH_ARGS)
 
 lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab
@@ -57,7 +57,7 @@ labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ w
 #   make autograde LAB=lab01_perceptron W=4; make feedback export report LAB=lab01_perceptron
 LAB ?= lab01_perceptron
 W   ?= 2
-GRADE := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dlcourse.grade
+GRADE := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m dlcourse_tools.grade
 
 release: $(STAMP)  ## generate the student version of LAB into labs/ (and the gradebook)
 	$(GRADE) release $(LAB)
@@ -82,7 +82,7 @@ gradebench: $(STAMP)  ## time autograding N=100 generated lab-1 submissions with
 	$(GRADE) bench --n $(or $(N),100) --workers 1 2
 
 strip: $(STAMP)  ## remove outputs and execution counts from every committed notebook
-	$(BIN)/python -m dlcourse.notebooks strip book solutions labs
+	$(BIN)/python -m dlcourse_tools.notebooks strip book solutions labs
 
 lock:  ## re-resolve constraints.txt from pyproject.toml in a scratch environment
 	rm -rf /tmp/dlcourse-lock && $(PYTHON) -m venv /tmp/dlcourse-lock

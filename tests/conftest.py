@@ -92,7 +92,7 @@ def one_thread():
 def build() -> subprocess.CompletedProcess:
     """The strict book build (``jupyter-book build . -W -n --keep-going`` into ``_build``), run once
     per test session and shared by test_book.py and the browser tests of test_site.py."""
-    from dlcourse.notebooks import cache_guard
+    from dlcourse_tools.notebooks import cache_guard
 
     root = Path(__file__).resolve().parents[1]
     cache_guard(root / "_build")

@@ -1,4 +1,4 @@
-"""`python -m dlcourse.bench --quick` runs and writes JSON of the agreed shape, so `make bench`
+"""`python -m dlcourse_tools.bench --quick` runs and writes JSON of the agreed shape, so `make bench`
 cannot rot. Nothing here asserts a speed: a shared test machine's timings mean nothing."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcourse import bench
+from dlcourse_tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE_KEYS = ["conv2d_64x1x28x28", "conv2d_64x16x14x14", "conv2d_32x64x16x16", "max_pool2d", "avg_pool2d",
@@ -25,7 +25,7 @@ DETAIL_FIELDS = {"op", "shape", "mine_ms", "torch_ms", "ratio", "ratio_q1", "rat
 def quick_run(tmp_path_factory):
     """One ``--quick`` run in a subprocess, as ``make bench`` would start it: (stdout, results)."""
     out = tmp_path_factory.mktemp("bench") / "nested" / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "dlcourse.bench", "--quick", "--device", "cpu", "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "dlcourse_tools.bench", "--quick", "--device", "cpu", "--output", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, json.loads(out.read_text())

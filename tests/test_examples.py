@@ -1,4 +1,4 @@
-"""dlcourse.examples.train_cnn: the CNN script trains in one process, reports what it did, refuses
+"""dlcourse.models.train_cnn: the CNN script trains in one process, reports what it did, refuses
 bad arguments, and (slow) runs unchanged under torchrun on 2 processes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dlcourse.examples import train_cnn
+from dlcourse.models import train_cnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +46,7 @@ def test_train_cnn_under_torchrun(tmp_path):
     out = tmp_path / "result.json"
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "dlcourse.examples.train_cnn",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "dlcourse.models.train_cnn",
                            "--epochs", "1", "--train-size", "512", "--batch-size", "16", "--scale-lr", "sqrt",
                            "--no-progress", "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""dlcourse.generative and dlcourse.gan: the GAN and VAE losses against hand computations and
+"""dlcourse.models.generative and dlcourse.models.gan: the GAN and VAE losses against hand computations and
 torch, the reparameterization trick's values, gradients and statistics, the models' shapes,
 the ring of Gaussians, and a GAN step and loop that do what Goodfellow et al.'s algorithm says."""
 
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from dlcourse.gan import gan_step, train_gan
-from dlcourse.generative import (
+from dlcourse.models.gan import gan_step, train_gan
+from dlcourse.models.generative import (
     VAE, ConvAutoencoder, MinibatchStd, MLPAutoencoder, digit_discriminator, digit_generator, discriminator_loss, gaussian_kl,
     generator_loss, mlp_discriminator, mlp_generator, reparameterize, ring_coverage, ring_modes, ring_of_gaussians,
     softplus, vae_loss,

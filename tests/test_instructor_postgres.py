@@ -72,8 +72,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_parallel_autograde_into_postgresql(postgres: str, tmp_path: Path) -> None:
-    from dlcourse.grade import main
-    from dlcourse.grading.autograde import Options, autograde, gradebook
+    from dlcourse_tools.grade import main
+    from dlcourse_tools.grading.autograde import Options, autograde, gradebook
 
     course = tmp_path / "course"
     course.mkdir()

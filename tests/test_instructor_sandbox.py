@@ -1,6 +1,6 @@
 """The grading sandbox on its own: each limit and each wall, tried by a program that runs inside it.
 
-These run a few lines of Python through :class:`dlcourse.grading.sandbox.Sandbox` (no kernel,
+These run a few lines of Python through :class:`dlcourse_tools.grading.sandbox.Sandbox` (no kernel,
 no nbgrader: seconds). The full workflow's intrusion test is in ``test_instructor_workflow.py``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcourse.grading.sandbox import Limits, Sandbox, unavailable
+from dlcourse_tools.grading.sandbox import Limits, Sandbox, unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(bool(unavailable()), reason=f"grading sandbox unavailable: {unavailable()}")

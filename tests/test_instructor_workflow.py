@@ -189,9 +189,9 @@ def digest(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory):
     """Release lab 1, import the adversarial submissions, autograde them with 2 workers."""
-    from dlcourse.grading.autograde import Options, autograde
-    from dlcourse.grading.sandbox import unavailable
-    from dlcourse.grading.submissions import import_submissions, zero_unreadable
+    from dlcourse_tools.grading.autograde import Options, autograde
+    from dlcourse_tools.grading.sandbox import unavailable
+    from dlcourse_tools.grading.submissions import import_submissions, zero_unreadable
 
     if unavailable():
         pytest.skip(f"the grading sandbox cannot start on this machine: {unavailable()}")
@@ -199,7 +199,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory):
     os.chmod(course, 0o755)
     shutil.copy2(ROOT / "nbgrader_config.py", course)
     shutil.copytree(ROOT / "solutions" / LAB, course / "solutions" / LAB)
-    from dlcourse.grade import release
+    from dlcourse_tools.grade import release
 
     release(course, LAB)
     listener = Listener()
@@ -228,7 +228,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory):
 
 
 def grades(course: Path, student: str) -> dict[str, float]:
-    from dlcourse.grading.autograde import gradebook
+    from dlcourse_tools.grading.autograde import gradebook
 
     with gradebook(course) as gb:
         nb = gb.find_submission_notebook(LAB, LAB, student)
@@ -273,7 +273,7 @@ def test_originals_are_never_modified(batch) -> None:
 
 
 def test_timeouts_crashes_and_tampering_are_reported(batch) -> None:
-    from dlcourse.grading.report import problems
+    from dlcourse_tools.grading.report import problems
 
     results, course = batch["results"], batch["course"]
     assert "test_elu" in results["carla_mixed"]["timeouts"]
@@ -307,7 +307,7 @@ def test_the_sandbox_stopped_every_intrusion(batch) -> None:
 
 
 def test_regrading_is_idempotent_and_leaves_others_untouched(batch) -> None:
-    from dlcourse.grading.autograde import autograde
+    from dlcourse_tools.grading.autograde import autograde
 
     course = batch["course"]
     before = {s: grades(course, s) for s in STUDENTS}
@@ -320,7 +320,7 @@ def test_feedback_shows_names_points_and_messages_but_no_hidden_tests(batch) -> 
     import html as html_lib
     import re
 
-    from dlcourse.grading.feedback import generate_feedback
+    from dlcourse_tools.grading.feedback import generate_feedback
 
     course = batch["course"]
     written = generate_feedback(course, LAB, ["carla_mixed", "edited"])
@@ -338,7 +338,7 @@ def test_feedback_shows_names_points_and_messages_but_no_hidden_tests(batch) -> 
 def test_export_and_report(batch) -> None:
     import csv
 
-    from dlcourse.grading.report import export_csv, report
+    from dlcourse_tools.grading.report import export_csv, report
 
     course = batch["course"]
     rows = list(csv.DictReader(export_csv(course).open()))

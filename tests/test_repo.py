@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlcourse.notebooks import notebooks, problems
+from dlcourse_tools.notebooks import notebooks, problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,8 @@ def pyproject_packages() -> set[str]:
     names = {requirement_name(d) for d in project["dependencies"]}
     for extra in project["optional-dependencies"].values():
         names |= {requirement_name(d) for d in extra}
+    tools = tomllib.loads((ROOT / "tools" / "pyproject.toml").read_text())["project"]  # the instructor's
+    names |= {requirement_name(d) for d in tools["dependencies"]}
     return names - {"dlcourse"}
 
 

@@ -1,4 +1,4 @@
-"""The standard set-up cell (``python -m dlcourse.notebooks setup-cell``): every notebook of the
+"""The standard set-up cell (``python -m dlcourse_tools.notebooks setup-cell``): every notebook of the
 book and every instructor lab opens its code with it, so a notebook opened in Colab installs
 ``dlcourse`` from the repository in ``_config.yml``, and only where it is missing."""
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlcourse.notebooks import (SETUP_CELL_ID, add_setup_cell, find_config, main, notebooks, problems,
+from dlcourse_tools.notebooks import (SETUP_CELL_ID, add_setup_cell, find_config, main, notebooks, problems,
                                 repository, setup_cell_problem, setup_cell_source)
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ".venv/bin/python -m dlcourse.notebooks setup-cell"
+TOOL = ".venv/bin/python -m dlcourse_tools.notebooks setup-cell"
 
 
 def toc_notebooks() -> list[Path]:

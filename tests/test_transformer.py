@@ -1,4 +1,4 @@
-"""dlcourse.transformer and dlcourse.lm: multi-head attention against torch.nn.MultiheadAttention
+"""dlcourse.transformer and dlcourse.models.lm: multi-head attention against torch.nn.MultiheadAttention
 (same state dict), the pre-norm block, the GPT (shapes, causality, tied weights, parameter
 counts of GPT-2 configurations, generate), sinusoidal encodings, the bigram baseline, batches,
 and a short training run that must beat the bigram baseline."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlcourse import lm
+from dlcourse.models import lm
 from dlcourse import nn as dnn
 from dlcourse.transformer import GPT, GPTConfig, MultiHeadAttention, TransformerBlock, sinusoidal_encoding
 

@@ -1,7 +1,7 @@
 """Small reference models that chapters, benchmarks and example scripts share.
 
 Each is the model a chapter builds and explains; it lives here so the benchmark
-(``python -m dlcourse.bench``) and the example scripts train exactly the model the chapter
+(``python -m dlcourse_tools.bench``) and the example scripts train exactly the model the chapter
 trained, not a copy that drifts.
 """
 

@@ -4,9 +4,9 @@ r"""The training loop of a GAN: two networks, two optimizers, one :func:`gan_ste
 goals, so each step has two halves (Goodfellow et al., 2014, Algorithm 1):
 
 1. **Discriminator**: on a batch of real samples and a batch of fakes :math:`G(z)`, lower
-   :func:`~dlcourse.generative.discriminator_loss`. The fakes are detached: this half must
+   :func:`~dlcourse.models.generative.discriminator_loss`. The fakes are detached: this half must
    not change the generator.
-2. **Generator**: on the fakes, lower :func:`~dlcourse.generative.generator_loss`, seen
+2. **Generator**: on the fakes, lower :func:`~dlcourse.models.generative.generator_loss`, seen
    through the discriminator just updated. Its gradient flows through :math:`D` into :math:`G`,
    but only the generator's optimizer steps.
 
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dlcourse.generative import discriminator_loss, generator_loss
+from dlcourse.models.generative import discriminator_loss, generator_loss
 from dlcourse.train import History
 
 __all__ = ["gan_step", "train_gan"]
@@ -48,7 +48,7 @@ def gan_step(generator: nn.Module, discriminator: nn.Module, g_optimizer: torch.
         d_optimizer: built on ``discriminator.parameters()``.
         real: a batch of real samples.
         z: a batch of noise for the fakes (the same ``z`` serves both halves).
-        non_saturating: the generator's loss (see :func:`dlcourse.generative.generator_loss`).
+        non_saturating: the generator's loss (see :func:`dlcourse.models.generative.generator_loss`).
 
     Shape:
         real: ``(n, ...)``. z: ``(m, latent_dim)``.

@@ -16,7 +16,7 @@ model is as unsure as.
   :func:`chapter_data` -- exactly the tiny GPT that chapter 11 trains on 2 CPU cores, so the
   benchmarks can time "tiny GPT to its stated validation loss"::
 
-      from dlcourse import lm
+      from dlcourse.models import lm
       tok, train_ids, val_ids = lm.chapter_data()
       config = lm.chapter_config(tok.vocab_size)
       model, history = lm.train_gpt(config, train_ids, val_ids, target_loss=lm.CHAPTER_TARGET_LOSS)

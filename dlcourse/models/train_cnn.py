@@ -2,14 +2,14 @@
 
 One process (all the cores of the machine, or its one GPU)::
 
-    python -m dlcourse.examples.train_cnn --epochs 5
+    python -m dlcourse.models.train_cnn --epochs 5
 
 Data-parallel, one process per CPU core or per GPU: every process trains a copy of the model on
 its own share of each batch, and the gradients are averaged after every backward pass. Each
 process takes ``--batch-size`` images per step, so one optimizer step sees ``N * batch-size``::
 
-    torchrun --nproc_per_node=2 -m dlcourse.examples.train_cnn --epochs 5 --batch-size 32
-    torchrun --nproc_per_node=gpu -m dlcourse.examples.train_cnn --epochs 5 --scale-lr linear
+    torchrun --nproc_per_node=2 -m dlcourse.models.train_cnn --epochs 5 --batch-size 32
+    torchrun --nproc_per_node=gpu -m dlcourse.models.train_cnn --epochs 5 --scale-lr linear
 
 (``--nproc_per_node=gpu`` starts one process per GPU of the node.) Rank 0 prints the set-up and
 a closing line with the test accuracy and the training time; ``--json`` also writes them to a
@@ -41,7 +41,7 @@ LR_SCALING = {"none": lambda n: 1.0, "linear": lambda n: float(n), "sqrt": lambd
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dlcourse.examples.train_cnn",
+    parser = argparse.ArgumentParser(prog="python -m dlcourse.models.train_cnn",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="passes over the training digits (default 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step in EACH process (default 64)")

@@ -28,7 +28,8 @@ def replacements() -> dict[str, str]:
     import torch
     import torch.nn.functional as F
 
-    from dlcourse import lm, text
+    from dlcourse import text
+    from dlcourse.models import lm
     from dlcourse.tokenizers import BPETokenizer, CharTokenizer
     from dlcourse.transformer import sinusoidal_encoding
 

@@ -1,4 +1,4 @@
-"""How fast are the from-scratch pieces next to PyTorch's own? ``python -m dlcourse.bench`` (``make bench``).
+"""How fast are the from-scratch pieces next to PyTorch's own? ``python -m dlcourse_tools.bench`` (``make bench``).
 
 Every case times one forward *and* backward pass of ours and of PyTorch's twin, on the same
 inputs, in one process, on the device present (CUDA, else MPS, else the CPU; ``--device``
@@ -265,14 +265,14 @@ def _mnist_cnn_time_to_accuracy(device: torch.device, quick: bool) -> dict:
 def _tiny_gpt_time_to_loss(device: torch.device, quick: bool) -> dict:
     """The transformer chapter's tiny GPT trained with the chapter's recipe to its stated validation loss.
 
-    ``dlcourse.lm``'s chapter run (``CHAPTER_CONFIG``, ``CHAPTER_TRAINING``, ``CHAPTER_TARGET_LOSS``):
+    ``dlcourse.models.lm``'s chapter run (``CHAPTER_CONFIG``, ``CHAPTER_TRAINING``, ``CHAPTER_TARGET_LOSS``):
     the clock is ``train_gpt``'s own (training steps and the evaluations every 50 steps; not
     building the model or loading the corpus), stopped at the first evaluation at or below the
     target. ``quick``: 4 steps of 4 windows, one small evaluation.
     """
     import dataclasses
 
-    from dlcourse import lm  # ImportError until dlcourse/lm.py exists
+    from dlcourse.models import lm  # ImportError until dlcourse/lm.py exists
 
     tokenizer, train_ids, val_ids = lm.chapter_data()
     training = lm.CHAPTER_TRAINING
@@ -642,7 +642,7 @@ def notebook_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dlcourse.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dlcourse_tools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: checks that it runs")
     parser.add_argument("--output", type=Path, default=Path("_build") / "bench.json",
                         help="where to write the JSON results (default: _build/bench.json)")
@@ -667,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(device, quick=args.quick, repeats=repeats, only=args.only, notebooks=notebooks,
                   notebook_patterns=args.notebook_patterns)
     load = results["load_avg"]
-    print(f"dlcourse.bench on {results['device']} ({results['machine']}) with {results['threads']} threads "
+    print(f"dlcourse_tools.bench on {results['device']} ({results['machine']}) with {results['threads']} threads "
           f"(OMP_WAIT_POLICY={results['omp_wait_policy']}), torch {results['torch']}, "
           f"load average {_fmt(load['start'])} at the start, {_fmt(load['end'])} at the end"
           f"{'; quick: tiny sizes, not a measurement' if args.quick else ''}")

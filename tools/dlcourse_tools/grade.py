@@ -2,13 +2,13 @@
 
 Run from the course folder (the repository root, where ``nbgrader_config.py`` is)::
 
-    python -m dlcourse.grade release lab01_perceptron            # solutions/ -> labs/ (+ gradebook)
-    python -m dlcourse.grade import lab01_perceptron moodle.zip  # -> submitted/<student>/lab01_perceptron/
-    python -m dlcourse.grade autograde lab01_perceptron -w 4     # 4 workers, sandboxed, progress bar + ETA
-    python -m dlcourse.grade feedback lab01_perceptron           # -> feedback/<student>/lab01_perceptron/*.html
-    python -m dlcourse.grade export                              # -> grades.csv
-    python -m dlcourse.grade report lab01_perceptron             # -> reports/lab01_perceptron/report.md (+ .png, .csv)
-    python -m dlcourse.grade bench --n 100 --workers 1 2         # grading speed (see dlcourse.grading.timing)
+    python -m dlcourse_tools.grade release lab01_perceptron            # solutions/ -> labs/ (+ gradebook)
+    python -m dlcourse_tools.grade import lab01_perceptron moodle.zip  # -> submitted/<student>/lab01_perceptron/
+    python -m dlcourse_tools.grade autograde lab01_perceptron -w 4     # 4 workers, sandboxed, progress bar + ETA
+    python -m dlcourse_tools.grade feedback lab01_perceptron           # -> feedback/<student>/lab01_perceptron/*.html
+    python -m dlcourse_tools.grade export                              # -> grades.csv
+    python -m dlcourse_tools.grade report lab01_perceptron             # -> reports/lab01_perceptron/report.md (+ .png, .csv)
+    python -m dlcourse_tools.grade bench --n 100 --workers 1 2         # grading speed (see dlcourse_tools.grading.timing)
 
 ``make release|import|autograde|feedback|export|report LAB=...`` wrap the same commands.
 """
@@ -30,7 +30,7 @@ def release(course: Path, lab: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dlcourse.grade", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dlcourse_tools.grade", description=__doc__.split("\n")[0])
     parser.add_argument("--course", type=Path, default=Path("."), help="the course folder (default: .)")
     parser.add_argument("--db", default=None, help="gradebook URL (default sqlite:///COURSE/gradebook.db), "
                                                    "e.g. postgresql+psycopg2://user@host/dlcourse")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "release":
         release(course, args.lab)
     elif args.command == "import":
-        from dlcourse.grading.submissions import import_submissions
+        from dlcourse_tools.grading.submissions import import_submissions
 
         roster = args.roster.read_text().split() if args.roster else None
         r = import_submissions(args.source, course, args.lab, roster)
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         for student, why in sorted(r.problems.items()):
             print(f"  {student}: {why}")
     elif args.command == "autograde":
-        from dlcourse.grading.autograde import Options, autograde
-        from dlcourse.grading.submissions import read_record, zero_unreadable
+        from dlcourse_tools.grading.autograde import Options, autograde
+        from dlcourse_tools.grading.submissions import read_record, zero_unreadable
 
         options = Options(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb, cpu_s=args.cpu_s,
                           sandboxed=not args.no_sandbox, db_url=args.db)
@@ -87,19 +87,19 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; failed: {', '.join(r['student'] for r in failed)}" if failed else ""))
         return 1 if failed else 0
     elif args.command == "feedback":
-        from dlcourse.grading.feedback import generate_feedback
+        from dlcourse_tools.grading.feedback import generate_feedback
 
         print(f"wrote {len(generate_feedback(course, args.lab))} feedback files under {course / 'feedback'}")
     elif args.command == "export":
-        from dlcourse.grading.report import export_csv
+        from dlcourse_tools.grading.report import export_csv
 
         print(f"wrote {export_csv(course, args.to, args.db)}")
     elif args.command == "report":
-        from dlcourse.grading.report import report
+        from dlcourse_tools.grading.report import report
 
         print(f"wrote {report(course, args.lab, args.db)}")
     elif args.command == "bench":
-        from dlcourse.grading.timing import bench
+        from dlcourse_tools.grading.timing import bench
 
         bench(args.n, args.workers, sequential=not args.no_sequential, json_path=args.json)
     return 0

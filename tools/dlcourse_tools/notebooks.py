@@ -1,11 +1,11 @@
 """Keep committed notebooks clean (no outputs, no execution counts, no per-user metadata) and
 give each one the standard set-up cell that installs ``dlcourse`` where it is missing (Colab)::
 
-    python -m dlcourse.notebooks strip book solutions labs           # rewrite in place
-    python -m dlcourse.notebooks check book solutions labs           # exit 1 listing dirty notebooks
-    python -m dlcourse.notebooks cache-guard _build                   # drop stale executed outputs
-    python -m dlcourse.notebooks setup-cell book/*.ipynb solutions    # insert or refresh the set-up cell
-    python -m dlcourse.notebooks setup-cell --check book solutions    # exit 1 listing stale ones
+    python -m dlcourse_tools.notebooks strip book solutions labs           # rewrite in place
+    python -m dlcourse_tools.notebooks check book solutions labs           # exit 1 listing dirty notebooks
+    python -m dlcourse_tools.notebooks cache-guard _build                   # drop stale executed outputs
+    python -m dlcourse_tools.notebooks setup-cell book/*.ipynb solutions    # insert or refresh the set-up cell
+    python -m dlcourse_tools.notebooks setup-cell --check book solutions    # exit 1 listing stale ones
 """
 
 from __future__ import annotations
@@ -195,13 +195,13 @@ def setup_cell_command(paths: Iterable[str | Path], check: bool) -> int:
             _write(path, add_setup_cell(nb, source))
             print(f"set-up cell written to {path}")
     if check and stale:
-        print(f"{stale} notebook(s) need `python -m dlcourse.notebooks setup-cell FILES...`", file=sys.stderr)
+        print(f"{stale} notebook(s) need `python -m dlcourse_tools.notebooks setup-cell FILES...`", file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dlcourse.notebooks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dlcourse_tools.notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["strip", "check", "cache-guard", "setup-cell"])
     parser.add_argument("paths", nargs="+", help="notebooks or folders (cache-guard: the build folder)")
     parser.add_argument("--check", action="store_true", help="setup-cell: only report, exit 1 if any is stale")

@@ -3,7 +3,7 @@
 nbgrader grades one submission after another (nbgrader issue #174). Here a pool of ``W`` worker
 processes each run nbgrader's own ``Autograde`` converter (through ``NbGraderAPI.autograde``)
 for one student at a time, with the course's preprocessors swapped for
-:mod:`dlcourse.grading.execute`'s. Notebook execution, the slow part, runs in parallel; every
+:mod:`dlcourse_tools.grading.execute`'s. Notebook execution, the slow part, runs in parallel; every
 gradebook session of every worker holds one inter-process lock (a file next to an SQLite
 gradebook), so writes never interleave: no "database is locked", no lost or duplicated
 grades. With a PostgreSQL gradebook the server orders concurrent sessions itself, so course
@@ -36,7 +36,7 @@ class Options:
     Attributes:
         workers: worker processes (each runs one kernel at a time).
         timeout: per-cell timeout in seconds (a cell over it is interrupted, the rest still runs).
-        cpu_s, wall_s, memory_mb: per-kernel limits (see :class:`dlcourse.grading.sandbox.Limits`).
+        cpu_s, wall_s, memory_mb: per-kernel limits (see :class:`dlcourse_tools.grading.sandbox.Limits`).
         sandboxed: run kernels in the sandbox (turn off only where namespaces are unavailable).
         db_url: the gradebook (default: ``sqlite:///<course>/gradebook.db``).
         scratch: where kernels' scratch folders go (default: the system's temp folder).
@@ -66,7 +66,7 @@ def nbgrader_config(course: Path, options: Options):
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
-    from dlcourse.grading.execute import GuardedExecute, RestoreMetadata
+    from dlcourse_tools.grading.execute import GuardedExecute, RestoreMetadata
 
     config = Config()
     if (Path(course) / "nbgrader_config.py").is_file():
@@ -188,7 +188,7 @@ def _init_worker(course: str, options: dict[str, Any]) -> None:
 
 def grade_one(lab: str, student: str) -> dict[str, Any]:
     """Autograde one student's submission of ``lab`` in this worker; returns what happened."""
-    from dlcourse.grading import execute
+    from dlcourse_tools.grading import execute
 
     execute.RUNS.clear()
     started = time.monotonic()

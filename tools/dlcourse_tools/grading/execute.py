@@ -5,7 +5,7 @@
   with grade ids the lab does not have lose theirs, so a submission cannot change points,
   unlock a test, or turn its solution into a test cell.
 - :class:`GuardedExecute` replaces nbgrader's ``Execute``: the kernel runs in the
-  :mod:`~dlcourse.grading.sandbox`; guard cells (:mod:`~dlcourse.grading.guard`) surround the
+  :mod:`~dlcourse_tools.grading.sandbox`; guard cells (:mod:`~dlcourse_tools.grading.guard`) surround the
   test cells and are removed again afterwards; a test during which the checks were tampered
   with gets an error output (so 0 points); and when the kernel dies (``os._exit``, a crash,
   the CPU or wall-time limit) the notebook is run again in a fresh kernel with the cell that
@@ -31,12 +31,12 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode
 
-from dlcourse.grading.guard import MARK
-from dlcourse.grading.sandbox import Limits, Sandbox, SandboxedKernelManager
+from dlcourse_tools.grading.guard import MARK
+from dlcourse_tools.grading.sandbox import Limits, Sandbox, SandboxedKernelManager
 
 GUARD_KEY = "dlcourse_guard"
 RUNS: list[dict[str, Any]] = []  # what each execution in this process found; read by the autograder
-GUARD = "__import__('dlcourse.grading.guard').grading.guard"
+GUARD = "__import__('dlcourse_tools.grading.guard').grading.guard"
 
 
 def nbgrader_meta(cell: dict[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def generate_feedback(course: Path, lab: str, students: list[str] | None = None)
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.preprocessors import GetGrades
 
-    from dlcourse.grading.autograde import Options, install_gradebook_lock, nbgrader_config
+    from dlcourse_tools.grading.autograde import Options, install_gradebook_lock, nbgrader_config
 
     course = Path(course).resolve()
     config = nbgrader_config(course, Options())

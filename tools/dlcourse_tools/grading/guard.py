@@ -1,7 +1,7 @@
 """Kernel-side guard: undo a submission's tampering before each test cell, detect it after.
 
 The autograder inserts small cells around the lab's cells (see
-:mod:`dlcourse.grading.execute`): ``start`` first, ``record`` after each locked instructor cell
+:mod:`dlcourse_tools.grading.execute`): ``start`` first, ``record`` after each locked instructor cell
 (the set-up cell), ``before_test`` before and ``after_test`` after each test cell.
 ``before_test`` puts back what student code may have replaced so that the tests run with the
 real ``dlcourse.check``, the real PyTorch references and the set-up cell's own names

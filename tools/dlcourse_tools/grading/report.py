@@ -14,8 +14,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from dlcourse.grading.autograde import Options, gradebook
-from dlcourse.grading.submissions import read_record
+from dlcourse_tools.grading.autograde import Options, gradebook
+from dlcourse_tools.grading.submissions import read_record
 
 
 def export_csv(course: Path, to: Path | None = None, db_url: str | None = None) -> Path:

@@ -6,7 +6,7 @@ grades, or reach the network. Here each kernel starts inside fresh mount, PID, n
 and UTS namespaces made by util-linux's ``unshare`` (part of every Debian and Ubuntu system,
 nothing to install), in a minimal read-only root that holds the Python installation, the
 virtual environment and the ``dlcourse`` package, plus one writable scratch folder (see
-:mod:`dlcourse.grading._jail` for the steps). Started as root, the kernel then runs as the
+:mod:`dlcourse_tools.grading._jail` for the steps). Started as root, the kernel then runs as the
 unprivileged user ``nobody``; started as another user, ``unshare --user`` maps that user to
 root inside a user namespace (the kernel keeps no privilege outside it). The kernel talks to
 the grader through Unix sockets in its scratch folder (ZeroMQ ``ipc``), since its network
@@ -76,9 +76,11 @@ class Sandbox:
     read_only: tuple[str, ...] = ()
 
     def visible_paths(self) -> list[str]:
-        package = Path(__file__).resolve().parents[1]  # dlcourse/, not the repository around it
-        paths = ["/usr", "/etc", sys.base_prefix, sys.prefix, str(package),
-                 *self.read_only]
+        import dlcourse
+
+        # The student package and the grader's own (the guard), not the repositories around them.
+        packages = [Path(dlcourse.__file__).resolve().parent, Path(__file__).resolve().parents[1]]
+        paths = ["/usr", "/etc", sys.base_prefix, sys.prefix, *map(str, packages), *self.read_only]
         return [p for p in dict.fromkeys(os.path.realpath(p) for p in paths)]
 
     def command(self, argv: list[str], job: Path, env: dict[str, str]) -> list[str]:
@@ -149,7 +151,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     """
 
     job = Unicode(help="the folder of this kernel's sandbox; job/work is its scratch folder")
-    sandbox = AnyTrait(help="a dlcourse.grading.sandbox.Sandbox")
+    sandbox = AnyTrait(help="a dlcourse_tools.grading.sandbox.Sandbox")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -172,7 +172,7 @@ def record_import(course: Path, result: Imported) -> None:
 
 def zero_unreadable(course: Path, lab: str, problems: dict[str, str], db_url: str | None = None) -> None:
     """Give students whose submission could not be read 0 points (with the gradebook lock)."""
-    from dlcourse.grading.autograde import Options, gradebook
+    from dlcourse_tools.grading.autograde import Options, gradebook
 
     if not problems:
         return

@@ -1,6 +1,6 @@
 """How fast the autograder is: N generated lab-1 submissions graded with W = 1, 2, ... workers.
 
-``python -m dlcourse.grade bench --n 100 --workers 1 2`` builds a scratch course, generates
+``python -m dlcourse_tools.grade bench --n 100 --workers 1 2`` builds a scratch course, generates
 ``n`` submissions of lab 1 (a rotation of complete, partial and blank solutions, so execution
 times vary like a real class's), then for each ``W``: starts the pool, grades all of them
 (sandboxed, guarded, exactly as ``autograde``), and compares the wall time with
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 LAB = "lab01_perceptron"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository: tools/dlcourse_tools/grading/timing.py
 
 
 def _submissions(course: Path, n: int) -> None:
@@ -52,7 +52,7 @@ def _submissions(course: Path, n: int) -> None:
 
 
 def _course(base: Path, n: int) -> Path:
-    from dlcourse.grade import release
+    from dlcourse_tools.grade import release
 
     course = base / "course"
     course.mkdir(parents=True)
@@ -68,7 +68,7 @@ def _course(base: Path, n: int) -> Path:
 def _startup(course: Path, workers: int, options: dict[str, Any]) -> float:
     import multiprocessing
 
-    from dlcourse.grading.autograde import _init_worker
+    from dlcourse_tools.grading.autograde import _init_worker
 
     started = time.monotonic()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
@@ -82,7 +82,7 @@ def bench(n: int = 100, workers: list[int] | None = None, sequential: bool = Tru
     """Time grading ``n`` lab-1 submissions with each W in ``workers`` (and plain nbgrader)."""
     from dataclasses import asdict
 
-    from dlcourse.grading.autograde import Options, autograde
+    from dlcourse_tools.grading.autograde import Options, autograde
 
     workers = workers or [1, 2]
     figures: dict[str, Any] = {"n": n, "cpus": os.cpu_count(), "load": os.getloadavg()[0], "runs": []}
