@@ -237,6 +237,13 @@ class Flatten(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x.flatten(start_dim, end_dim)``: a view where the memory allows, else a copy."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Flatten: expected a torch.Tensor, got {type(x).__name__}")
+        ndim = max(x.dim(), 1)  # a 0-d tensor flattens like a 1-D one, as in PyTorch
+        for name, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)):
+            if not -ndim <= dim < ndim:
+                raise ValueError(f"Flatten: {name}={dim} is out of range for a {x.dim()}-D input of shape "
+                                 f"{tuple(x.shape)}: expected {name} in [{-ndim}, {ndim - 1}]")
         return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self) -> str:

@@ -103,7 +103,9 @@ def tensors(value: Any) -> list[Tensor]:
 
 
 def tolerances(dtype: torch.dtype) -> dict[str, float]:
-    return {"rtol": 1e-7, "atol": 1e-7} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    # float32: sums in another order (a closed-form backward, a Winograd convolution) differ by a few ulps
+    # of the largest term, up to ~5e-5 on gradients of size ~5
+    return {"rtol": 1e-7, "atol": 1e-7} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
 
 
 def clear_refusal(err: BaseException, names: tuple[str, ...], unsupported: tuple[str, ...] = ()) -> bool:
