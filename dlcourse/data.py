@@ -8,6 +8,9 @@ Two real data sets ship with packages the course already installs, so nothing is
 
 Both return ``(train, test)`` as ``TensorDataset`` pairs with a documented, stratified split:
 the same seed gives the same split on every machine.
+
+One synthetic sequence task is generated on the fly: :func:`recall_batch`, the "Param, student of
+Yong, is a hard worker" task of chapter 9 and lab 5 (name the first token after many others).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["load_mnist", "load_mnist_raw", "load_digits", "make_dataloaders", "stratified_split"]
+__all__ = ["load_mnist", "load_mnist_raw", "load_digits", "make_dataloaders", "stratified_split", "recall_batch"]
 
 
 def stratified_split(labels: np.ndarray, test_size: int | float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -164,3 +167,33 @@ def make_dataloaders(train: Dataset, test: Dataset | None = None, batch_size: in
         test_loader = DataLoader(test, batch_size=2 * batch_size, shuffle=False, pin_memory=pin,
                                  num_workers=num_workers)
     return train_loader, test_loader
+
+
+def recall_batch(n: int, generator: torch.Generator | None = None, *, insertion: int, subjects: int = 4,
+                 distractors: int = 8, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` fresh sequences of the recall task: a *subject* token, then ``insertion`` distractors.
+
+    Token 0 to ``subjects - 1`` is the subject; the ``insertion`` tokens after it are drawn from
+    the ``distractors`` other tokens. A many-to-one model must name the subject at the end:
+    guessing scores ``1 / subjects``. Tokens come one-hot.
+
+    Args:
+        n: the number of sequences.
+        generator: the random generator (``None``: PyTorch's global one).
+        insertion: the number of distractor tokens after the subject (0 or more).
+        subjects, distractors: the sizes of the two groups of tokens.
+        device: where the tensors go (``None``: the CPU).
+
+    Returns:
+        ``(x, y)``: ``x`` of shape ``(n, insertion + 1, subjects + distractors)``, float one-hot;
+        ``y`` of shape ``(n,)``, the subjects (int64).
+    """
+    for name, value, low in (("n", n, 1), ("insertion", insertion, 0), ("subjects", subjects, 1),
+                             ("distractors", distractors, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"recall_batch: expected an int {name} >= {low}, got {value!r}")
+    subject = torch.randint(0, subjects, (n,), generator=generator)  # (n,)
+    rest = torch.randint(subjects, subjects + distractors, (n, insertion), generator=generator)  # (n, insertion)
+    tokens = torch.cat([subject[:, None], rest], dim=1)  # (n, insertion + 1)
+    x = torch.nn.functional.one_hot(tokens, subjects + distractors).float()  # (n, insertion + 1, vocabulary)
+    return x.to(device), subject.to(device)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from dlcourse import data
 from dlcourse.data import load_digits, load_mnist, load_mnist_raw, make_dataloaders, stratified_split
 
 
@@ -279,3 +280,32 @@ def test_bad_batch_size(bad):
 def test_empty_training_set():
     with pytest.raises(ValueError, match="empty"):
         make_dataloaders(toy(0), batch_size=4, device="cpu")
+
+
+# The recall task of chapter 9 and lab 5.
+
+def test_recall_batch_shapes_tokens_and_labels():
+    x, y = data.recall_batch(50, torch.Generator().manual_seed(0), insertion=7)
+    assert x.shape == (50, 8, 12) and x.dtype == torch.float32
+    assert y.shape == (50,) and y.dtype == torch.int64
+    tokens = x.argmax(dim=2)  # (50, 8)
+    assert torch.equal(x.sum(dim=2), torch.ones(50, 8)), "each step is one-hot"
+    assert torch.equal(tokens[:, 0], y), "the first token is the subject"
+    assert bool(((tokens[:, 1:] >= 4) & (tokens[:, 1:] < 12)).all()), "distractors are tokens 4-11"
+    assert set(y.tolist()) == {0, 1, 2, 3}
+
+
+def test_recall_batch_is_reproducible_and_sizes_follow_the_arguments():
+    a = data.recall_batch(20, torch.Generator().manual_seed(3), insertion=5, subjects=2, distractors=3)
+    b = data.recall_batch(20, torch.Generator().manual_seed(3), insertion=5, subjects=2, distractors=3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (20, 6, 5)
+    c = data.recall_batch(20, torch.Generator().manual_seed(4), insertion=5, subjects=2, distractors=3)
+    assert not torch.equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=0, insertion=3), dict(n=4, insertion=-1), dict(n=4, insertion=2.5),
+                                    dict(n=4, insertion=3, subjects=0)])
+def test_recall_batch_rejects_bad_sizes(kwargs):
+    with pytest.raises(ValueError, match="recall_batch: expected an int"):
+        data.recall_batch(**kwargs)
