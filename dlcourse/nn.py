@@ -69,7 +69,7 @@ class Linear(nn.Module):
 
 
 # The layers of a CNN. An int or (h, w) argument is checked by the same helper as in the functions.
-from dlcourse.conv import _pair  # noqa: E402
+from dlcourse._checks import int_pair as _pair  # noqa: E402
 
 
 class Conv2d(nn.Module):
@@ -283,3 +283,65 @@ from dlcourse.rnn import LSTM, RNN, LSTMCell, RNNCell  # noqa: E402
 
 # The transformer's modules live in their own module (dlcourse.transformer).
 from dlcourse.transformer import GPT, GPTConfig, MultiHeadAttention, TransformerBlock  # noqa: E402
+
+
+# Layers whose every output (input, when transposed) sums one product per weight of a filter row.
+_WEIGHTED = (Linear, Conv2d, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+             nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def layer_table(model: nn.Module, x: Tensor, skip: tuple[type, ...] = ()) -> list[dict]:
+    """What every layer of ``model`` does to the input ``x``: one row per leaf layer, in running order.
+
+    A *forward hook* (a function PyTorch calls with a layer's input and output) on every leaf
+    module records the shapes while ``x`` runs through the model once, without gradients. Works
+    on the ``"meta"`` device too (shapes without numbers), so a large network costs nothing.
+
+    Each row is a dict with the keys ``"layer"`` (the module's name in ``model``), ``"type"`` (its
+    class name), ``"module"`` (the module itself), ``"input shape"`` and ``"output shape"`` (for
+    one sample: without the batch dimension), ``"parameters"`` (the module's own) and
+    ``"multiply-adds"`` per sample. The multiply-adds are counted for dense layers and
+    convolutions, whose every output sums one product per weight of a filter (a dense layer:
+    :math:`n_{in}` per output; a convolution: :math:`C_{in} k_h k_w / \\text{groups}` per output;
+    a transposed convolution: as many per *input* element); other layers count 0. A layer run
+    twice gets two rows.
+
+    Args:
+        model: the network (any ``nn.Module``; its leaf modules are the rows).
+        x: one batch of inputs, ``(N, ...)``.
+        skip: module types to leave out of the table (e.g. ``(nn.ReLU, nn.Dropout)``).
+
+    Returns:
+        The list of rows (``pandas.DataFrame(rows)`` makes it a table).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"layer_table: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        raise TypeError(f"layer_table: expected a batch tensor x of shape (N, ...), got {x!r:.60}")
+    rows: list[dict] = []
+
+    def record(name: str, module: nn.Module, inputs: tuple, out: Tensor) -> None:
+        if isinstance(module, skip) or not isinstance(out, Tensor):
+            return
+        shape_in = tuple(inputs[0].shape[1:]) if inputs and isinstance(inputs[0], Tensor) else None
+        weight = getattr(module, "weight", None)
+        macs = 0
+        if isinstance(weight, Tensor) and weight.dim() >= 2 and isinstance(module, _WEIGHTED):
+            per_weight_row = weight[0].numel()  # n_in for a dense layer, C_in/groups * kh * kw for a convolution
+            if getattr(module, "transposed", False):  # each input element spreads over a whole filter
+                macs = inputs[0][0].numel() * per_weight_row
+            else:
+                macs = out[0].numel() * per_weight_row
+        rows.append({"layer": name, "type": type(module).__name__, "module": module, "input shape": shape_in,
+                     "output shape": tuple(out.shape[1:]),
+                     "parameters": sum(p.numel() for p in module.parameters()), "multiply-adds": macs})
+
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: record(n, m, i, o))
+             for n, m in model.named_modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
