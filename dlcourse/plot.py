@@ -1,5 +1,5 @@
 """The figures the chapters draw again and again: image grids, training curves, decision
-boundaries, feature maps and kernels. Each returns the matplotlib ``Figure`` (or ``Axes``)."""
+boundaries, feature maps, kernels and small matrices with their numbers. Each returns the matplotlib ``Figure`` (or ``Axes``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["image_grid", "training_curves", "decision_boundary", "feature_maps", "kernels"]
+__all__ = ["image_grid", "training_curves", "decision_boundary", "feature_maps", "kernels", "show_matrix"]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -226,3 +226,55 @@ def kernels(weight: Any, ncols: int = 8, title: str | None = None, cmap: str = "
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def show_matrix(matrix: Any, ax: plt.Axes | None = None, title: str | None = None, fmt: str = "{:g}",
+                cmap: str = "Blues", mark: Any = None, window: tuple[int, int, int] | None = None,
+                fontsize: float = 11) -> plt.Axes:
+    """Draw a small matrix as a heat map with each number written in its cell.
+
+    The colour scale runs from 0 (or from ``-top`` when there are negative entries, so that 0 is
+    the middle) to ``top``, the largest absolute entry but at least 1; numbers on dark cells are
+    written in white.
+
+    Args:
+        matrix: the matrix; a tensor may be on any device and carry gradients.
+        ax: the axes to draw on (default: a new figure).
+        title: a title above the matrix.
+        fmt: how each number is written, a ``str.format`` pattern.
+        cmap: the colour map.
+        mark: a boolean mask of the matrix's shape; its ``True`` cells are outlined in red.
+        window: ``(row, col, size)``: outline the ``size x size`` window whose top-left cell is
+            ``(row, col)``, as a kernel lies on an image.
+        fontsize: size of the numbers.
+
+    Shape:
+        matrix: ``(H, W)``; mark: ``(H, W)``.
+    """
+    m = _numpy(matrix).astype(np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"show_matrix: expected a 2-D matrix (H, W), got shape {m.shape}")
+    if m.size == 0:
+        raise ValueError(f"show_matrix: got an empty matrix of shape {m.shape}")
+    marked = None if mark is None else _numpy(mark).astype(bool)
+    if marked is not None and marked.shape != m.shape:
+        raise ValueError(f"show_matrix: mark has shape {marked.shape}, the matrix {m.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.5 * m.shape[1] + 0.6, 0.5 * m.shape[0] + 0.6))
+    top = max(1.0, float(np.nanmax(np.abs(m))))
+    low = -top if np.nanmin(m) < 0 else 0.0  # a scale centred on 0 when there are negatives
+    ax.imshow(m, cmap=cmap, vmin=low, vmax=top)
+    for (i, j), v in np.ndenumerate(m):
+        dark = abs(v) > 0.6 * top
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize,
+                color="white" if dark else "black")
+        if marked is not None and marked[i, j]:
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
+    if window is not None:
+        row, col, size = window
+        ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), size, size, fill=False, ec="red", lw=3))
+    if title:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax

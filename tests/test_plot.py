@@ -14,7 +14,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
-from dlcourse.plot import decision_boundary, feature_maps, image_grid, kernels, training_curves
+from dlcourse.plot import decision_boundary, feature_maps, image_grid, kernels, show_matrix, training_curves
 from dlcourse.train import History
 
 
@@ -294,6 +294,47 @@ def test_kernels_bad_shapes(shape):
 def test_kernels_none():
     with pytest.raises(ValueError, match="no kernels"):
         kernels(torch.randn(0, 1, 3, 3))
+
+
+
+# --------------------------------------------------------------------------------------------
+# show_matrix
+# --------------------------------------------------------------------------------------------
+
+def test_show_matrix_writes_every_number_in_its_cell():
+    m = torch.tensor([[1.0, 14.0, 0.0], [0.5, 2.0, 80.0]], requires_grad=True)
+    ax = show_matrix(m, title="a map")
+    assert isinstance(ax, Axes) and ax.get_title() == "a map"
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), m.detach().numpy())
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "1", (0, 1): "14", (0, 2): "0", (1, 0): "0.5", (1, 1): "2", (1, 2): "80"}
+    assert ax.texts[5].get_color() == "white" and ax.texts[0].get_color() == "black"  # 80 is dark
+    assert ax.images[0].get_clim() == (0.0, 80.0)
+
+
+def test_show_matrix_centres_the_scale_on_zero_with_negatives_and_formats():
+    ax = show_matrix(torch.tensor([[-2.0, 0.25], [0.5, 0.0]]), fmt="{:.2f}")
+    assert ax.images[0].get_clim() == (-2.0, 2.0)
+    assert [t.get_text() for t in ax.texts] == ["-2.00", "0.25", "0.50", "0.00"]
+    assert show_matrix(torch.full((2, 2), 0.1)).images[0].get_clim() == (0.0, 1.0)  # top at least 1
+
+
+def test_show_matrix_outlines_marked_cells_and_a_window():
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots()
+    mark = torch.tensor([[True, False, False], [False, False, True], [False, False, False]])
+    assert show_matrix(torch.arange(9.0).reshape(3, 3), ax=ax, mark=mark, window=(1, 0, 2)) is ax
+    boxes = [(p.get_xy(), p.get_width()) for p in ax.patches]
+    assert boxes == [((-0.5, -0.5), 1), ((1.5, 0.5), 1), ((-0.5, 0.5), 2)]
+
+
+@pytest.mark.parametrize("bad, match", [(torch.zeros(3), "2-D"), (torch.zeros(0, 2), "empty")])
+def test_show_matrix_bad_shapes(bad, match):
+    with pytest.raises(ValueError, match=match):
+        show_matrix(bad)
+    with pytest.raises(ValueError, match="mark has shape"):
+        show_matrix(torch.zeros(2, 2), mark=torch.zeros(3, 3, dtype=torch.bool))
 
 
 def test_figures_are_closed_between_tests():
