@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as TF
 from torch import nn as tnn
 
-pytest.importorskip("expecttest")  # torch.testing._internal imports it (a test dependency)
+# torch.testing._internal imports expecttest, a test dependency (pyproject.toml's test extra, constraints.txt)
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
 from torch.testing._internal.common_modules import module_db  # noqa: E402
 from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
