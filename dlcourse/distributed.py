@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -29,7 +31,7 @@ __all__ = [
     "launched_by_torchrun", "init", "teardown", "is_distributed", "get_rank", "get_world_size",
     "get_local_rank", "is_main_process", "all_reduce_mean", "all_reduce_weighted_mean", "any_rank",
     "barrier",
-    "shard_loader", "ShardSampler", "wrap_model", "process_device",
+    "shard_loader", "ShardSampler", "wrap_model", "process_device", "free_port", "run_on_processes",
 ]
 
 # What torchrun (and torch.multiprocessing scripts that follow its convention) set in every process.
@@ -293,3 +295,57 @@ def wrap_model(model: nn.Module) -> nn.Module:
     device = next(iter(model.parameters())).device
     device_ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def free_port() -> int:
+    """A TCP port on this machine that nobody listens on now (the operating system picks it),
+    for the ranks of a job to meet at (``MASTER_PORT``, ``torchrun --master_port``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_on_processes(fn, world_size: int, *args, threads: int = 1) -> list:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` processes, as ``torchrun`` would;
+    return what each returned, in rank order.
+
+    Each process is a forked copy of this one, given the environment variables ``torchrun``
+    sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) and
+    ``threads`` CPU threads, so :func:`init` (and :func:`dlcourse.train.fit`) find them and join
+    one process group; ``fn`` may also call ``torch.distributed.init_process_group`` itself. The
+    group is left when ``fn`` returns. Results travel back through ``torch.save``, so ``fn`` may
+    return tensors. Forking exists on Linux and macOS; elsewhere put the function in a script and
+    start it with ``torchrun``.
+
+    Args:
+        fn: the function every rank runs (a closure or lambda is fine: nothing is pickled).
+        world_size: the number of processes (at least 1).
+        *args: passed on to ``fn`` after the rank and world size.
+        threads: CPU threads per process (``torchrun`` gives 1 when it starts several).
+
+    Raises:
+        RuntimeError: forking is not available here; or a rank failed (PyTorch's
+            ``ProcessRaisedException`` names the rank and shows its traceback).
+    """
+    import multiprocessing
+
+    import torch.multiprocessing as mp
+
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"run_on_processes: expected an int world_size >= 1, got {world_size!r}")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise RuntimeError("run_on_processes: this system cannot fork processes; put the function in a script "
+                           "and start it with torchrun --nproc_per_node=N")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as results:
+        def rank_main(rank: int) -> None:
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            torch.set_num_threads(threads)  # a forked copy must not use the parent's thread pool
+            try:
+                torch.save(fn(rank, world_size, *args), os.path.join(results, f"{rank}.pt"))
+            finally:
+                teardown()  # leave the process group, if fn joined one
+
+        mp.start_processes(rank_main, nprocs=world_size, start_method="fork")  # waits for all of them
+        return [torch.load(os.path.join(results, f"{rank}.pt"), weights_only=False) for rank in range(world_size)]

@@ -5,7 +5,6 @@ helpers answer as a single process would outside a process group."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +24,6 @@ HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now (the OS picks it), for torchrun's rendezvous."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     """Run tests/ddp_worker.py on 2 processes with torchrun once; each rank's results and stderr."""
@@ -40,7 +32,7 @@ def ddp_run(tmp_path_factory):
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DLCOURSE_DEVICE")}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "--monitor-interval=0.1",
+           "--master_addr=127.0.0.1", f"--master_port={dd.free_port()}", "--monitor-interval=0.1",
            f"--log-dir={out / 'logs'}", "--redirects=3",  # each rank's stdout and stderr to its own file
            str(HERE / "ddp_worker.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -223,3 +215,46 @@ def test_the_twin_uses_the_samplers_the_worker_gets():
     assert isinstance(train_loader.sampler, RandomSampler)
     assert train_loader.generator.initial_seed() == worker.LOADER_SEED
     assert isinstance(DataLoader(worker.toy_data(8, 0)).sampler, SequentialSampler)
+
+
+# dd.run_on_processes: torchrun's convention from inside one Python process (chapter 12 uses it).
+
+def _sum_of_ranks(rank, world_size, base):
+    import torch.distributed as dist
+
+    dd.init(device="cpu")  # joins the group from the variables run_on_processes set
+    t = torch.tensor([float(rank + base)])
+    dist.all_reduce(t)
+    return {"rank": dd.get_rank(), "world": dd.get_world_size(), "sum": t.item(),
+            "threads": torch.get_num_threads(), "env_rank": os.environ["RANK"]}
+
+
+def test_run_on_processes_gives_each_rank_torchruns_environment_and_one_group():
+    results = dd.run_on_processes(_sum_of_ranks, 2, 10)
+    assert [r["rank"] for r in results] == [0, 1] and [r["env_rank"] for r in results] == ["0", "1"]
+    assert all(r["world"] == 2 and r["sum"] == 10 + 11 and r["threads"] == 1 for r in results)
+    assert not dd.is_distributed(), "the parent process never joins the group"
+
+
+def _fail_on_rank_1(rank, world_size):
+    if rank == 1:
+        raise ValueError("rank 1 fails on purpose")
+    return rank
+
+
+def test_run_on_processes_reports_a_failing_rank():
+    with pytest.raises(Exception, match="rank 1 fails on purpose"):
+        dd.run_on_processes(_fail_on_rank_1, 2)
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True])
+def test_run_on_processes_rejects_a_bad_world_size(bad):
+    with pytest.raises(ValueError, match="expected an int world_size >= 1"):
+        dd.run_on_processes(_fail_on_rank_1, bad)
+
+
+def test_free_port_can_be_bound():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", dd.free_port()))
