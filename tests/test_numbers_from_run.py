@@ -34,7 +34,8 @@ A flagged number is still allowed when
    list stays short and current).
 
 The same test checks that every ``{glue:...}`key``` role in a chapter names a key that one of
-its code cells glues (myst-nb reports a missing key only when the book is built). A key built
+its code cells glues, with a valid format spec (myst-nb reports a missing key or a bad format only
+when the book is built). A key built
 with an f-string, ``glue(f"acc_{name}", ...)``, matches any ``acc_<word>``.
 
 One case per notebook, so each chapter fails on its own. To see a chapter's findings::
@@ -200,7 +201,9 @@ def formula_of_constants(finding: Finding, constants: set[float], allowed: set[s
 
 # --- glue keys -------------------------------------------------------------------------------------
 
-_GLUE_ROLE = re.compile(r"\{glue(?::\w*)?\}`([^`:]+)(?::[^`]*)?`")
+_GLUE_ROLE = re.compile(r"\{glue(?::\w*)?\}`([^`:]+)(?::([^`]*))?`")
+# Python's format-spec mini-language, which {glue:text}`key:spec` hands its value to
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?\d*[,_]?(?:\.\d+)?[bcdeEfFgGnosxX%]?")
 _GLUE_DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{glue(?::\w*)?\}\s+(\S+)", re.M)
 _GLUE_CALL = re.compile(r"\bglue\(\s*(f?)(['\"])(.+?)\2")
 
@@ -218,8 +221,10 @@ def glued_keys(code_sources: list[str]) -> list[re.Pattern]:
     return keys
 
 
-def glue_references(markdown: str) -> list[str]:
-    return [k.strip() for k in _GLUE_ROLE.findall(markdown) + _GLUE_DIRECTIVE.findall(markdown)]
+def glue_references(markdown: str) -> list[tuple[str, str]]:
+    """(key, format spec) of every glue role and directive in the Markdown."""
+    roles = [(key.strip(), spec) for key, spec in _GLUE_ROLE.findall(markdown)]
+    return roles + [(key.strip(), "") for key in _GLUE_DIRECTIVE.findall(markdown)]
 
 
 # --- a notebook ------------------------------------------------------------------------------------
@@ -228,7 +233,7 @@ def glue_references(markdown: str) -> list[str]:
 class Report:
     unexplained: list[Finding]   # measured-looking, not set by code, not allowlisted
     stale: list[str]             # allowlist entries that match nothing
-    missing_keys: list[str]      # glue roles whose key no code cell glues
+    missing_keys: list[str]      # glue roles whose key no code cell glues, or whose format is wrong
 
     @property
     def ok(self) -> bool:
@@ -244,7 +249,7 @@ class Report:
             parts.append("allowlist entries that match no number in the prose (remove them): "
                          + ", ".join(self.stale))
         if self.missing_keys:
-            parts.append("{glue:...} roles with no glue(...) call in the notebook: "
+            parts.append("{glue:...} roles with no glue(...) call in the notebook, or a bad format: "
                          + ", ".join(self.missing_keys))
         return "\n".join(parts) or "ok"
 
@@ -276,9 +281,11 @@ def check_cells(cells: list[dict], allowed: list[dict] | None = None) -> Report:
     missing = []
     for cell in cells:
         if cell["cell_type"] == "markdown":
-            for ref in glue_references(source(cell)):
+            for ref, spec in glue_references(source(cell)):
                 if not any(k.fullmatch(ref) for k in keys) and ref not in missing:
                     missing.append(ref)
+                if not _FORMAT_SPEC.fullmatch(spec):
+                    missing.append(f"{ref} (format {spec!r} is not a Python format spec)")
     return Report(unexplained, stale, missing)
 
 
@@ -372,10 +379,10 @@ def test_the_checker_lets_formulas_constants_and_glued_numbers_through():
 def test_the_checker_reports_stale_allowlist_entries_and_missing_glue_keys():
     cells = _nb(("code", "glue('acc', 0.5)\nglue(f'loss_{name}', 1.0)"),
                 ("markdown", "{glue:text}`acc:.2f`, {glue:text}`loss_adam:.3f`, {glue:text}`accuracy`,"
-                             " {glue:}`loss_`"))
+                             " {glue:}`loss_`, {glue:text}`acc:.0f}`"))
     report = check_cells(cells, [{"number": "0.9", "reason": "a number that is not there"}])
     assert report.stale == ["0.9"]
-    assert report.missing_keys == ["accuracy", "loss_"]
+    assert report.missing_keys == ["accuracy", "loss_", "acc (format '.0f}' is not a Python format spec)"]
 
 
 def test_the_checker_catches_a_number_put_back_in_a_real_chapter():
