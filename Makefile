@@ -41,6 +41,16 @@ test: $(STAMP)  ## run the whole test suite (unit tests, the strict book build, 
 bench: $(STAMP)  ## dlcourse vs torch speed ratios, time to accuracy, notebook times into _build/bench.json (BENCH_ARGS="--notebooks run --publish": run every notebook, update the Performance page)
 	$(DEFAULT_THREADS) $(BIN)/python -m dlcourse_tools.bench $(BENCH_ARGS)
 
+# For a lent GPU machine, where nothing is installed (no .venv, no network): the repository's
+# python3 runs it; carried wheels come from .gpu-wheels/ (`make gpuwheels` here). See --help.
+GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+gpucheck:  ## every CUDA path in under 8 minutes (CUDA unit tests, bench, CNN epoch vs CPU, notebooks) into $OUT or _build/gpu-check (GPUCHECK_ARGS=--dry-run: CPU, tiny sizes)
+	$(DEFAULT_THREADS) $(GPU_PYTHON) tools/dlcourse_tools/gpu_check.py $(GPUCHECK_ARGS)
+
+gpuwheels:  ## download the wheels a GPU machine lacks (mlxtend, expecttest, the Jupyter stack; ~18 MiB) into .gpu-wheels/
+	$(GPU_PYTHON) tools/dlcourse_tools/gpu_check.py --download-wheels
+
 lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
 	$(BIN)/jupyter lab
 

@@ -1,4 +1,7 @@
-"""Losses and dropout (dlcourse.losses) against torch.nn.functional: values, gradients, edge cases."""
+"""Losses and dropout (dlcourse.losses) against torch.nn.functional: values, gradients, edge cases.
+
+The cross-entropy tests run on both of its paths (the ``path`` fixture): the readable log-sum-exp
+and the tuned kernel of ``dlcourse._fast.losses``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from fast_paths import path  # noqa: F401  (the fixture)
 
 from dlcourse.losses import binary_cross_entropy, cross_entropy, dropout, huber_loss, l1_loss, mse_loss
 
@@ -176,7 +180,7 @@ CE_SHAPES = [((6, 4), (6,)), ((3, 5, 7), (3, 7)), ((2, 3, 4, 5), (2, 4, 5)), ((5
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shapes", CE_SHAPES, ids=str)
-def test_cross_entropy_matches_torch(shapes, dtype, device):
+def test_cross_entropy_matches_torch(shapes, dtype, device, path):
     _skip_unsupported(device, dtype)
     logit_shape, target_shape = shapes
     C = logit_shape[0] if len(logit_shape) == 1 else logit_shape[1]
@@ -188,7 +192,7 @@ def test_cross_entropy_matches_torch(shapes, dtype, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ignore_index", [-100, 2])
-def test_cross_entropy_ignore_index_matches_torch(ignore_index, device):
+def test_cross_entropy_ignore_index_matches_torch(ignore_index, device, path):
     g = _gen("ce-ignore", ignore_index)
     logits = torch.randn(10, 4, generator=g)
     target = torch.randint(0, 4, (10,), generator=g)
@@ -199,8 +203,9 @@ def test_cross_entropy_ignore_index_matches_torch(ignore_index, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scale", [1.0, 30.0])
-def test_cross_entropy_many_classes_and_int32_targets(scale, device):
-    """The exponentials are computed as powers of 2 (faster on CPUs): still as accurate as torch's, in float32."""
+def test_cross_entropy_many_classes_and_int32_targets(scale, device, path):
+    """Many classes, large logits: as accurate as torch's in float32 (the fast path computes the
+    exponentials as powers of 2)."""
     g = _gen("ce-wide", scale)
     logits = scale * torch.randn(64, 100, generator=g)
     target = torch.randint(0, 100, (64,), generator=g, dtype=torch.int32)
@@ -209,17 +214,18 @@ def test_cross_entropy_many_classes_and_int32_targets(scale, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_cross_entropy_with_every_target_ignored_is_nan_like_torch(device):
+def test_cross_entropy_with_every_target_ignored_is_nan_like_torch(device, path):
     logits = torch.randn(3, 4, device=device, requires_grad=True)
     target = torch.full((3,), -100, device=device)
     loss = cross_entropy(logits, target)
     assert torch.isnan(loss) and torch.isnan(F.cross_entropy(logits, target))
     loss.backward()
     assert logits.grad is not None and logits.grad.shape == (3, 4)
+    assert not logits.grad.any()  # nothing counts: gradient 0, as torch's
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_cross_entropy_gradcheck(device):
+def test_cross_entropy_gradcheck(device, path):
     _skip_unsupported(device, torch.float64)
     g = _gen("ce-gradcheck")
     logits = _leaf(3 * torch.randn(4, 5, 2, generator=g, dtype=torch.float64), device, torch.float64)
@@ -229,7 +235,7 @@ def test_cross_entropy_gradcheck(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cross_entropy_with_huge_logits(dtype, device):
+def test_cross_entropy_with_huge_logits(dtype, device, path):
     _skip_unsupported(device, dtype)
     logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0], [1e4, 1e4 - 1, -1e4]], dtype=dtype)
     target = torch.tensor([1, 0, 2, 1])
