@@ -26,7 +26,8 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["Unsupported", "torch_signature", "require_bool"]
+__all__ = ["Unsupported", "torch_signature", "require_bool", "require_tensor", "check_int", "int_pair",
+           "check_class_indices"]
 
 
 class Unsupported(NotImplementedError):
@@ -107,3 +108,37 @@ def require_bool(value: object, name: str, fn: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{fn}: expected {name} to be a bool (True or False), got {type(value).__name__} {value!r}")
     return value
+
+
+def require_tensor(value: object, name: str, fn: str) -> None:
+    """A clear error unless ``value`` is a tensor."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
+
+
+def check_int(value: object, name: str, fn: str, minimum: int) -> int:
+    """``value`` as an int at least ``minimum``, or a clear error naming ``name``."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{fn}: expected an int {name}, got {type(value).__name__} {value!r}")
+    value = int(value)  # also accepts NumPy integers
+    if value < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{fn}: expected {name} to be {what}, got {value}")
+    return value
+
+
+def int_pair(value: object, name: str, fn: str, minimum: int) -> tuple[int, int]:
+    """An int or an ``(h, w)`` pair as ``(h, w)``, each checked like :func:`check_int`."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{fn}: expected {name} to be an int or an (h, w) pair, got {value!r}")
+        return (check_int(value[0], name, fn, minimum), check_int(value[1], name, fn, minimum))
+    v = check_int(value, name, fn, minimum)
+    return v, v
+
+
+def check_class_indices(target: Tensor, keep: Tensor, num_classes: int, fn: str) -> None:
+    """A clear error if a counted target (``keep``) is not a class index in ``[0, num_classes)``."""
+    bad = keep & ((target < 0) | (target >= num_classes))  # counted targets out of range
+    if bad.any():
+        raise ValueError(f"{fn}: expected class indices in [0, {num_classes}), got {target[bad][0].item()}")

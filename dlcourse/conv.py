@@ -1,4 +1,4 @@
-r"""2-D convolution from scratch: the output-size formula, a loop version to read, a fast version to use.
+r"""2-D convolution from scratch: the output-size formula, a loop version, and im2col.
 
 A convolution layer (strictly a *cross-correlation*, as in every deep-learning library) slides
 ``C_out`` filters of shape ``(C_in, kH, kW)`` over the input and takes a dot product at each
@@ -11,68 +11,28 @@ position:
 
 :func:`corr2d` is that formula with two Python loops, for reading. :func:`conv2d` computes the
 same thing as one matrix product ("im2col"): every input patch becomes a row of a matrix, every
-filter a column of another, and a single GEMM does all the dot products. Its backward pass is
-written out by hand and is made of matrix products too:
+filter a column of another, and a single matrix product does all the dot products. Autograd
+differentiates it. No convolution routine of PyTorch is called, only a view (``Tensor.unfold``),
+a copy, a matrix product and an add, so it runs on any device and in any floating dtype.
 
-* ``grad_weight`` = (gradient rows)ᵀ @ (patch rows): each filter entry collects input times
-  output gradient over all positions where it was used;
-* ``grad_input``  = the gradient, zero-padded, correlated with the flipped filters (with
-  ``C_in`` and ``C_out`` swapped), which is once more the forward pass; or each patch's
-  gradient added back where the patch came from ("col2im"), for stride 1 with the sum over
-  kernel columns done inside the GEMM (:func:`_grad_input_stride1`).
-
-3x3, stride-1 convolutions with many channels (the bulk of a CNN's work) use Winograd's minimal
-filtering algorithm instead (:class:`_Winograd3x3Function`): each 4x4 (or 2x2) block of outputs
-comes from a 6x6 (or 4x4) input tile with 36 (or 16) multiplications per channel pair instead of
-144 (or 36). The tile transforms are matrix products too, with Kronecker matrices that
-transform every tile of the batch in one call; the backward pass is the same algorithm
-transposed. In float32 the 4x4 tiles round to about 1e-5 of the output's largest value, some ten times a
-direct sum's rounding (float64: 1e-13); still far below what training notices.
-
-No convolution routine of PyTorch is called, only views (``as_strided``), gathers
-(``index_select``) and their adjoint (``index_add_``), elementwise adds and matrix products, so it runs on any device and in any
-floating dtype. Two things keep it close to PyTorch's own convolution on the CPU: the larger
-matrix products run in oneDNN, the library PyTorch's convolutions use (``dlcourse._gemm.linear``),
-and the large temporaries of each call live in scratch memory reused from call to call
-(``dlcourse._gemm.scratch``), so a training step does not fault in fresh pages for them.
+On the way, :func:`conv2d` hands over to a tuned version of the same computation
+(:mod:`dlcourse._fast.conv`: channels-last memory, a written-out backward pass, Winograd's
+algorithm for 3x3 layers, oneDNN's matrix products) unless the environment variable
+``DLCOURSE_FAST=0`` turns it off. The book's Performance page measures both.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 import torch
+import torch.nn.functional as TF
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from dlcourse import _gemm
-from dlcourse._checks import torch_signature
+from dlcourse import _fast
+from dlcourse._checks import check_int, int_pair, require_tensor, torch_signature
 
 __all__ = ["conv_output_size", "corr2d", "conv2d"]
 
 _IntPair = int | tuple[int, int]
-
-
-def _check_int(value: object, name: str, fn: str, minimum: int) -> int:
-    """``value`` as an int at least ``minimum``, or a clear error naming ``name``."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-        raise TypeError(f"{fn}: expected an int {name}, got {type(value).__name__} {value!r}")
-    value = int(value)  # also accepts NumPy integers
-    if value < minimum:
-        what = "positive" if minimum == 1 else f"at least {minimum}"
-        raise ValueError(f"{fn}: expected {name} to be {what}, got {value}")
-    return value
-
-
-def _pair(value: object, name: str, fn: str, minimum: int) -> tuple[int, int]:
-    """An int or an ``(h, w)`` pair as ``(h, w)``, each checked like :func:`_check_int`."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{fn}: expected {name} to be an int or an (h, w) pair, got {value!r}")
-        return (_check_int(value[0], name, fn, minimum), _check_int(value[1], name, fn, minimum))
-    v = _check_int(value, name, fn, minimum)
-    return v, v
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -103,11 +63,11 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     Example: ``conv_output_size(32, 5)`` is 28; ``conv_output_size(32, 5, padding=2)`` is 32.
     """
     fn = "conv_output_size"
-    size = _check_int(size, "size", fn, 1)
-    kernel_size = _check_int(kernel_size, "kernel_size", fn, 1)
-    stride = _check_int(stride, "stride", fn, 1)
-    padding = _check_int(padding, "padding", fn, 0)
-    dilation = _check_int(dilation, "dilation", fn, 1)
+    size = check_int(size, "size", fn, 1)
+    kernel_size = check_int(kernel_size, "kernel_size", fn, 1)
+    stride = check_int(stride, "stride", fn, 1)
+    padding = check_int(padding, "padding", fn, 0)
+    dilation = check_int(dilation, "dilation", fn, 1)
     span = dilation * (kernel_size - 1) + 1  # how far a (dilated) window reaches
     if span > size + 2 * padding:
         raise ValueError(
@@ -117,12 +77,6 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
         )
     return (size + 2 * padding - span) // stride + 1
 
-
-def _out_sizes(H: int, W: int, kernel_size: tuple[int, int], stride: tuple[int, int],
-               padding: tuple[int, int]) -> tuple[int, int]:
-    """``(H_out, W_out)``: :func:`conv_output_size` without its checks, for sizes ``conv2d`` already checked."""
-    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    return (H + 2 * pH - kH) // sH + 1, (W + 2 * pW - kW) // sW + 1
 
 
 def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
@@ -158,508 +112,12 @@ def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
     return y
 
 
-@functools.lru_cache(maxsize=32)
-def _patch_rows(N: int, Hp: int, Wp: int, H_out: int, W_out: int, kH: int, sH: int, sW: int,
-                device: torch.device) -> Tensor:
-    """Where each row of each patch starts, counted in pixels of the flattened padded batch.
-
-    Patch ``(n, i, j)``'s row ``u`` starts at pixel ``(n, sH * i + u, sW * j)`` of the padded
-    ``(N, Hp, Wp)`` grid. Cached: a training loop asks for the same few geometries every step.
-
-    Shape:
-        Output: ``(N * H_out * W_out * kH,)``, ordered ``(n, i, j, u)``.
-    """
-    def ar(n: int) -> Tensor:
-        return torch.arange(n, device=device)
-
-    start = (ar(N).view(N, 1, 1, 1) * (Hp * Wp)  # image n
-             + ar(H_out).view(1, H_out, 1, 1) * (sH * Wp)  # output row i
-             + ar(W_out).view(1, 1, W_out, 1) * sW  # output column j
-             + ar(kH).view(1, 1, 1, kH) * Wp)  # kernel row u
-    return start.reshape(-1)  # (N * H_out * W_out * kH,)
-
-
-def _pad_nhwc(x: Tensor, padding: tuple[int, int], temporary: bool = False) -> Tensor:
-    """``x`` channels last, with a zero border: a copy, or a free view when there is nothing to do.
-
-    With ``temporary``, the copy goes to scratch memory (:data:`dlcourse._gemm.scratch`): the caller
-    must be done with it before the next call.
-
-    Shape:
-        x: ``(N, C, H, W)`` in any memory layout. Output: ``(N, H + 2 pH, W + 2 pW, C)``, contiguous.
-    """
-    N, C, H, W = x.shape
-    pH, pW = padding
-    x_nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view
-    if pH == 0 and pW == 0 and x_nhwc.is_contiguous():
-        return x_nhwc  # already channels last
-    shape = (N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
-    xp = _gemm.scratch.empty("padded", shape, x) if temporary else x.new_empty(shape)
-    if pH or pW:
-        xp[:, :pH].zero_()  # the border: top and bottom rows, left and right columns
-        xp[:, pH + H:].zero_()
-        xp[:, pH:pH + H, :pW].zero_()
-        xp[:, pH:pH + H, pW + W:].zero_()
-    xp[:, pH:pH + H, pW:pW + W] = x_nhwc  # copied in (for NCHW x, this is the transpose)
-    return xp
-
-
-def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
-            out_size: tuple[int, int], temporary: bool = False) -> Tensor:
-    """The patch matrix: one row per output position, holding the patch it sees, laid out ``(kH, kW, C)``.
-
-    In channels-last memory one row of a patch, ``kW`` neighbouring pixels of ``C`` channels, is
-    ``kW * C`` contiguous numbers. So the matrix is ``kH`` such runs per patch, gathered with
-    one ``index_select`` from a strided view that starts a run at every pixel (the runs
-    overlap; it is a view, nothing is copied until the gather). ``as_strided`` to the 6-D view
-    ``(N, H_out, W_out, kH, kW, C)`` and ``reshape`` gives the same matrix, but PyTorch's
-    generic strided copy is slower than this gather, up to several times on a two-core CPU.
-
-    With ``temporary``, the matrix is written to scratch memory (see :func:`_pad_nhwc`).
-
-    Shape:
-        xp: ``(N, Hp, Wp, C)``, contiguous (see :func:`_pad_nhwc`). Output: ``(M, K)`` with
-        ``M = N * H_out * W_out`` and ``K = kH * kW * C``.
-    """
-    N, Hp, Wp, C = xp.shape
-    (kH, kW), (sH, sW), (H_out, W_out) = kernel_size, stride, out_size
-    runs = xp.as_strided((max(N * Hp * Wp - (kW - 1), 0), kW * C), (C, 1))  # run r: kW pixels from pixel r
-    starts = _patch_rows(N, Hp, Wp, H_out, W_out, kH, sH, sW, xp.device)  # (M * kH,)
-    shape = (N * H_out * W_out * kH, kW * C)
-    cols = _gemm.scratch.empty("patches", shape, xp) if temporary else xp.new_empty(shape)
-    torch.index_select(runs, 0, starts, out=cols)  # the one copy
-    return cols.view(N * H_out * W_out, kH * kW * C)  # (M, K)
-
-
-_CHUNK_BYTES = 4 << 20  # patch-matrix chunk size: a few MiB stays in cache between gather and GEMM
-
-
-def _image_chunks(N: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """Split ``N`` images into ``[start, end)`` runs whose patch matrices hold about ``_CHUNK_BYTES``.
-
-    A patch matrix much larger than the cache is written by the gather, evicted, then read back
-    from memory by the GEMM; in chunks it is still in cache when the GEMM reads it, and only
-    one chunk is held at a time (measured: ``(32, 64, 16, 16) -> 64`` forward + backward ~12%
-    faster; 2 or 8 MiB chunks gain less).
-    """
-    per = max(1, min(N, _CHUNK_BYTES // max(bytes_per_image, 1)))
-    if per >= N / 2:  # splitting small matrices costs more in extra calls than it saves
-        return [(0, N)]
-    return [(n, min(n + per, N)) for n in range(0, N, per)]
-
-
-def _correlate(x: Tensor, w_rows: Tensor, bias: Tensor | None, kernel_size: tuple[int, int],
-               stride: tuple[int, int], padding: tuple[int, int],
-               keep: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """im2col + one GEMM: the correlation of ``x`` with filters stored one per row of ``w_rows``.
-
-    (For a large batch, im2col + GEMM a few images at a time: see :func:`_image_chunks`.)
-
-    Works channels last (NHWC): then the GEMM's result ``(N * H_out * W_out, C_out)`` *is* the
-    output in NHWC memory, and the returned ``(N, C_out, H_out, W_out)`` tensor is a free
-    permuted view of it (PyTorch too returns this layout for channels-last inputs). Also
-    returns the padded channels-last input, from which backward gathers the patches again
-    (keeping the patch matrix instead would hold ``kH * kW`` times the input's memory), and
-    the patch matrix itself when it was built in one chunk (at most a few MiB), which backward
-    reuses instead of gathering it again (measured 5-9% faster forward + backward). Without
-    ``keep`` neither is needed, and both are built in scratch memory and returned as ``None``.
-
-    Shape:
-        x: ``(N, C, H, W)`` in any memory layout. w_rows: ``(C_out, kH * kW * C)``, each row a
-        filter laid out ``(kH, kW, C)``. bias: ``(C_out,)`` or ``None``.
-        Output: ``(N, C_out, H_out, W_out)``; padded input: ``(N, H + 2 pH, W + 2 pW, C)``;
-        patch matrix: ``(N * H_out * W_out, kH * kW * C)`` or ``None``.
-    """
-    N, C, H, W = x.shape
-    H_out, W_out = _out_sizes(H, W, kernel_size, stride, padding)
-    P = H_out * W_out  # output positions (rows of the patch matrix) per image
-    chunks = _image_chunks(N, P * w_rows.shape[1] * x.element_size())
-    keep_cols = keep and len(chunks) == 1  # backward reuses the patch matrix; else it gathers from xp
-    xp = _pad_nhwc(x, padding, temporary=not keep or keep_cols)  # (N, Hp, Wp, C)
-    rows = []
-    for n, n_end in chunks:
-        cols = _im2col(xp[n:n_end], kernel_size, stride, (H_out, W_out), temporary=not keep_cols)  # (chunk * P, K)
-        rows.append(_gemm.linear(cols, w_rows, bias))  # (chunk * P, K) @ (K, C_out) + bias, in one call
-    out = rows[0] if len(rows) == 1 else torch.cat(rows)  # (M, C_out)
-    out = out.view(N, H_out, W_out, w_rows.shape[0]).permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out) view
-    if not keep:
-        return out, None, None
-    return out, (None if keep_cols else xp), (cols if keep_cols else None)
-
-
-def _col2im(cols_grad: Tensor, input_shape: tuple[int, int, int, int], kernel_size: tuple[int, int],
-            stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
-    """The adjoint of im2col: add each patch's gradient back where the patch was read from.
-
-    Shape:
-        cols_grad: ``(N * H_out * W_out, kH * kW * C)``. Output: ``(N, C, H, W)`` (a view of
-        channels-last memory).
-    """
-    N, C, H, W = input_shape
-    (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
-    H_out, W_out = _out_sizes(H, W, kernel_size, stride, padding)
-    patches = cols_grad.view(N, H_out, W_out, kH, kW, C)  # (N, H_out, W_out, kH, kW, C)
-    grad = cols_grad.new_zeros(N, H + 2 * pH, W + 2 * pW, C)  # (N, Hp, Wp, C)
-    for u in range(kH):  # one strided add per kernel offset: kH * kW adds in all
-        for v in range(kW):
-            rows = slice(u, u + sH * (H_out - 1) + 1, sH)  # the H_out rows that offset u touched
-            columns = slice(v, v + sW * (W_out - 1) + 1, sW)
-            grad[:, rows, columns] += patches[:, :, :, u, v]  # (N, H_out, W_out, C)
-    return grad[:, pH:pH + H, pW:pW + W].permute(0, 3, 1, 2)  # drop the border; (N, C, H, W) view
-
-
-def _grad_input_stride1(grad: Tensor, weight: Tensor, padding: tuple[int, int]) -> Tensor:
-    r"""The input gradient of a stride-1 convolution, summing over kernel columns inside one GEMM.
-
-    With :math:`Y_{u,v} = g\, W_{:, :, u, v}` (each position's gradient times one kernel tap),
-    the padded input gradient is :math:`\sum_{u,v} Y_{u,v}` shifted by :math:`(u, v)`, which
-    :func:`_col2im` adds up with ``kH * kW`` strided adds. Here the sum over the kernel column
-    :math:`v` happens inside the matrix product: each row of ``G`` holds the ``kW`` output
-    gradients ``g[n, i, b - v]`` that reach input column ``b`` (from a zero-padded copy of
-    ``g``, so no index runs off the edge), and ``G @ W_catᵀ`` gives, for every ``(n, i, b)``,
-    the gradient that output row ``i`` sends through each kernel row ``u``. Only ``kH`` adds
-    remain, on a product ``kW`` times smaller than col2im's: faster when ``C_in`` is large
-    enough for an efficient GEMM (input gradient of ``(64, 16, 14, 14) -> 32`` measured 1.1-1.5x
-    faster).
-
-    Shape:
-        grad: ``(N, C_out, H_out, W_out)``. weight: ``(C_out, C_in, kH, kW)``.
-        Output: ``(N, C_in, H, W)`` with ``H = H_out + kH - 1 - 2 p_h`` (a view of channels-last memory).
-    """
-    N, C_out, H_out, W_out = grad.shape
-    _, C_in, kH, kW = weight.shape
-    pH, pW = padding
-    Hp, Wp = H_out + kH - 1, W_out + kW - 1  # the padded input's size
-    scratch = _gemm.scratch  # memory for the temporaries, reused from call to call
-    g_wide = scratch.empty("grad_pad", (N, H_out, W_out + 2 * (kW - 1), C_out), grad)
-    g_wide[:, :, :kW - 1].zero_()  # kW - 1 zeros each side
-    g_wide[:, :, kW - 1 + W_out:].zero_()
-    g_wide[:, :, kW - 1:kW - 1 + W_out] = grad.permute(0, 2, 3, 1)  # channels last in between
-    sN, sH, _, _ = g_wide.stride()
-    # Row (n, i, b) of G: g_wide[n, i, b + v'] for v' = 0 .. kW-1, that is g[n, i, b - v] with v = kW-1-v'.
-    G = scratch.empty("patches", (N, H_out, Wp, kW * C_out), grad)
-    G.copy_(g_wide.as_strided((N, H_out, Wp, kW * C_out), (sN, sH, C_out, 1)))
-    G = G.view(N * H_out * Wp, kW * C_out)
-    W_cat = weight.flip(3).permute(2, 1, 3, 0).reshape(kH * C_in, kW * C_out)  # rows (u, c), columns (v', o)
-    Z = _gemm.linear(G, W_cat).view(N, H_out, Wp, kH, C_in)  # G @ W_catᵀ: row i's gradient through row u
-    grad_xp = grad.new_empty(N, Hp, Wp, C_in)  # (N, Hp, Wp, C_in)
-    grad_xp[:, :H_out] = Z[:, :, :, 0]  # output row i reaches padded input row i + u through kernel row u
-    grad_xp[:, H_out:].zero_()
-    for u in range(1, kH):
-        grad_xp[:, u:u + H_out] += Z[:, :, :, u]
-    return grad_xp[:, pH:Hp - pH, pW:Wp - pW].permute(0, 3, 1, 2)  # drop the border; (N, C_in, H, W) view
-
-
-# ---------------------------------------------------------------------------------------------
-# Winograd's minimal filtering for 3x3, stride-1 convolutions
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _WinogradTile:
-    r"""The three matrices of Winograd's :math:`F(m \times m, 3 \times 3)` (Lavin & Gray, 2016).
-
-    A 3x3 correlation of an :math:`a \times a` input tile :math:`d` (:math:`a = m + 2`) with a
-    filter :math:`g` gives an :math:`m \times m` output tile as
-
-    .. math::
-
-        Y = A^\top \big[ (G\, g\, G^\top) \odot (B^\top d\, B) \big] A
-
-    with :math:`a^2` multiplications instead of :math:`9 m^2`; the transforms only add and
-    scale by small constants.
-    """
-
-    m: int  # output tile size; the input tile is (m + 2) x (m + 2)
-    BT: tuple[tuple[float, ...], ...]  # Bᵀ, (a, a): input transform
-    G: tuple[tuple[float, ...], ...]  # G, (a, 3): filter transform
-    AT: tuple[tuple[float, ...], ...]  # Aᵀ, (m, a): output transform
-
-
-_F2 = _WinogradTile(  # F(2x2, 3x3): 16 products per 2x2 output tile instead of 36 (2.25x fewer)
-    m=2,
-    BT=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
-    G=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
-    AT=((1, 1, 1, 0), (0, 1, -1, -1)),
-)
-_F4 = _WinogradTile(  # F(4x4, 3x3): 36 products per 4x4 output tile instead of 144 (4x fewer)
-    m=4,
-    BT=((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
-        (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
-    G=((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
-       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
-    AT=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
-)
-
-
-def _kron(f: _WinogradTile, which: str, like: Tensor) -> Tensor:
-    r"""A transform applied to a whole tile at once: :math:`P \otimes P` for ``P = f.<which>``.
-
-    With a tile flattened row by row (:math:`\operatorname{vec}(d)`, entry ``(i, j)`` at
-    ``a i + j``), :math:`\operatorname{vec}(P\, d\, P^\top) = (P \otimes P)\operatorname{vec}(d)`.
-    So one matrix product with this ``(r², c²)`` matrix transforms every tile of the batch,
-    instead of a dozen elementwise passes per side (few large calls are much faster than many
-    small ones on a busy two-core CPU, where each call waits for both threads).
-
-    Shape:
-        Output: ``(r², c²)`` for ``P`` of shape ``(r, c)``, in ``like``'s dtype and on its device.
-    """
-    P = torch.tensor(getattr(f, which), dtype=like.dtype, device=like.device)  # (r, c)
-    return torch.kron(P, P)  # (r², c²): [(k, l), (i, j)] = P[k, i] P[l, j]
-
-
-@functools.lru_cache(maxsize=32)
-def _tile_pixels(N: int, H: int, W: int, padding: tuple[int, int], m: int, device: torch.device,
-                 tile_major: bool = False) -> Tensor:
-    """Which input pixel each entry of each Winograd tile reads, or ``N * H * W`` (a zero row) in the padding.
-
-    Tile ``(n, t_h, t_w)``'s entry ``(i, j)`` reads pixel ``(m t_h + i - p_h, m t_w + j - p_w)``
-    of image ``n``, counted in rows of the channels-last ``(N * H * W, C)`` input. Entries in the
-    zero padding, or where the last tiles stick out past it, read row ``N * H * W``, which holds
-    zeros (and in backward collects the gradient that falls there, to be dropped). Cached: a
-    training loop asks for the same few geometries every step.
-
-    Shape:
-        Output: ``(a² * T,)`` with ``a = m + 2`` and ``T = N * tH * tW`` tiles, ordered
-        ``(i, j, n, t_h, t_w)``: entry ``(i, j)`` of all tiles, then the next entry; or, with
-        ``tile_major``, ``(n, t_h, t_w, i, j)``: all entries of one tile, then the next tile.
-    """
-    (pH, pW), a = padding, m + 2
-    tH, tW = -(-(H + 2 * pH - 2) // m), -(-(W + 2 * pW - 2) // m)  # tiles per column and row
-    rows = (torch.arange(tH, device=device).view(1, tH, 1) * m + torch.arange(a, device=device).view(a, 1, 1)
-            - pH)  # (a, tH, 1): pixel row of tile row t_h's entry i
-    cols = (torch.arange(tW, device=device).view(1, 1, tW) * m + torch.arange(a, device=device).view(a, 1, 1)
-            - pW)  # (a, 1, tW): pixel column of tile column t_w's entry j
-    rows, cols = rows.view(a, 1, 1, tH, 1), cols.view(1, a, 1, 1, tW)  # (i, j, n, t_h, t_w) axes
-    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)  # (a, a, 1, tH, tW)
-    image = torch.arange(N, device=device).view(1, 1, N, 1, 1) * (H * W)
-    index = torch.where(inside, image + rows * W + cols, N * H * W)  # (a, a, N, tH, tW)
-    if tile_major:
-        index = index.permute(2, 3, 4, 0, 1)  # (N, tH, tW, a, a)
-    return index.reshape(-1)  # (a² T,)
-
-
-class _Winograd3x3Function(torch.autograd.Function):
-    r"""A 3x3, stride-1 convolution by Winograd's :math:`F(m \times m, 3 \times 3)`; see :func:`conv2d`.
-
-    The output is cut into :math:`m \times m` tiles, each computed from an :math:`(m+2) \times
-    (m+2)` input tile :math:`d` as :math:`A^\top [ (G g G^\top) \odot (B^\top d B) ] A`. Summed
-    over input channels, the elementwise products become :math:`a^2` matrix products, one per
-    tile entry:
-
-    .. math::
-
-        M_{kl} = V_{kl}\, U_{kl}, \qquad V_{kl} = (B^\top d B)_{kl} \in \mathbb{R}^{T \times C_{in}},
-        \quad U_{kl} = (G g G^\top)_{kl} \in \mathbb{R}^{C_{in} \times C_{out}}
-
-    over all :math:`T` tiles of the batch. Each transform is one matrix product with a
-    Kronecker matrix (:func:`_kron`), :math:`a^2` tile entries on one side:
-    :math:`V = (B^\top \otimes B^\top) D`, :math:`Y = (A^\top \otimes A^\top) M`,
-    :math:`U = (G \otimes G)\, g`. Every step is linear, so the backward pass runs the same
-    steps transposed: :math:`\partial M = (A \otimes A)\, \partial Y`, then
-    :math:`\partial U_{kl} = V_{kl}^\top \partial M_{kl}` (so :math:`\partial g = (G \otimes
-    G)^\top \partial U`) and :math:`\partial V_{kl} = \partial M_{kl} U_{kl}^\top` (so
-    :math:`\partial D = (B \otimes B)\, \partial V`, each tile entry added back to the pixel it
-    was read from).
-
-    Where a transform's input comes from a gather or a copy anyway (:math:`D` and
-    :math:`\partial Y`), it is laid out tile by tile, ``(T, a², C)``, and the product is one
-    broadcast ``matmul``: MKL does that in about 60% of the CPU time of the same product as
-    ``(a², a²) @ (a², T C)``. The result serves as an ``(a², T, C)`` transposed view, which
-    :func:`torch.bmm` reads without a copy.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int],
-                f: _WinogradTile) -> Tensor:
-        N, C_in, H, W = x.shape
-        C_out = weight.shape[0]
-        (pH, pW), m, a = padding, f.m, f.m + 2
-        H_out, W_out = H + 2 * pH - 2, W + 2 * pW - 2
-        tH, tW = -(-H_out // m), -(-W_out // m)  # tiles per column and row (the last may stick out)
-        T = N * tH * tW  # tiles in the batch
-        scratch = _gemm.scratch  # memory for the temporaries, reused from call to call
-        pixels = scratch.empty("pixels", (N * H * W + 1, C_in), x)  # channels last, plus a zero row for the padding
-        pixels[:-1].view(N, H, W, C_in).copy_(x.permute(0, 2, 3, 1))
-        pixels[-1].zero_()
-        index = _tile_pixels(N, H, W, padding, m, x.device, tile_major=True)  # (T a²,): tile by tile
-        D = scratch.empty("tiles", (T, a * a, C_in), x)  # every tile, entry (i, j)
-        torch.index_select(pixels, 0, index, out=D.view(T * a * a, C_in))
-        V = torch.matmul(_kron(f, "BT", x), D).transpose(0, 1)  # Bᵀ d B: (a², T, C_in), a view of (T, a², C_in)
-        g = weight.permute(2, 3, 1, 0).reshape(9, C_in * C_out)  # (9, C_in C_out): the filters' 3x3 taps
-        U = (_kron(f, "G", x) @ g).view(a * a, C_in, C_out)  # G g Gᵀ: (a², C_in, C_out)
-        M = scratch.empty("products", (a * a, T, C_out), x)
-        torch.bmm(V, U, out=M)  # (a², T, C_out): a² matrix products
-        Y = scratch.empty("out_tiles", (T, m * m, C_out), x)
-        torch.matmul(_kron(f, "AT", x), M.transpose(0, 1), out=Y)  # Aᵀ M A: (T, m², C_out), tile by tile
-        y = x.new_empty(N, tH, m, tW, m, C_out)  # tile (t_h, t_w) entry (i, j) at [:, t_h, i, t_w, j]
-        Y = Y.view(N, tH, tW, m, m, C_out).permute(0, 1, 3, 2, 4, 5)  # (N, tH, m, tW, m, C_out), a view
-        if bias is None:
-            y.copy_(Y)
-        else:
-            torch.add(Y, bias, out=y)  # the tiles put in place and the bias added, in one pass
-        y = y.view(N, m * tH, m * tW, C_out)[:, :H_out, :W_out]  # (N, H_out, W_out, C_out), tiles cut to size
-        ctx.save_for_backward(V if ctx.needs_input_grad[1] else None, U)
-        ctx.conf = (tuple(x.shape), padding, f)
-        return y.permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out), a view of channels-last memory
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        V, U = ctx.saved_tensors
-        (N, C_in, H, W), padding, f = ctx.conf
-        m, a = f.m, f.m + 2
-        _, C_out, H_out, W_out = grad.shape
-        tH, tW = -(-H_out // m), -(-W_out // m)
-        T = N * tH * tW
-        scratch = _gemm.scratch
-        g = grad.permute(0, 2, 3, 1)  # (N, H_out, W_out, C_out); free if grad is channels last
-        if (H_out, W_out) != (m * tH, m * tW):
-            g = scratch.empty("grad_pad", (N, m * tH, m * tW, C_out), grad).zero_()  # zeros where the tiles stick out
-            g[:, :H_out, :W_out] = grad.permute(0, 2, 3, 1)
-        dY = scratch.empty("out_tiles", (N, tH, tW, m, m, C_out), grad)  # every output tile, entry (i, j)
-        dY.copy_(g.reshape(N, tH, m, tW, m, C_out).permute(0, 1, 3, 2, 4, 5))
-        dM = scratch.empty("products", (T, a * a, C_out), grad)
-        torch.matmul(_kron(f, "AT", grad).T, dY.view(T, m * m, C_out), out=dM)  # A ∂Y Aᵀ: (T, a², C_out)
-        dM = dM.transpose(0, 1)  # (a², T, C_out), a view
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            dU = torch.bmm(V.transpose(1, 2), dM)  # (a², C_in, T) @ (a², T, C_out) -> (a², C_in, C_out)
-            dg = _kron(f, "G", grad).T @ dU.view(a * a, C_in * C_out)  # Gᵀ ∂U G: (9, C_in C_out)
-            grad_w = dg.view(3, 3, C_in, C_out).permute(3, 2, 0, 1)  # (C_out, C_in, 3, 3)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad.sum(dim=(0, 2, 3))  # (C_out,)
-        if ctx.needs_input_grad[0]:
-            dV = scratch.empty("transformed", (a * a, T, C_in), grad)
-            torch.bmm(dM, U.transpose(1, 2), out=dV)  # (a², T, C_out) @ (a², C_out, C_in) -> (a², T, C_in)
-            dD = scratch.empty("tiles", (T, a * a, C_in), grad)
-            torch.matmul(_kron(f, "BT", grad).T, dV.transpose(0, 1), out=dD)  # B ∂V Bᵀ: (T, a², C_in), tile by tile
-            index = _tile_pixels(N, H, W, padding, m, grad.device, tile_major=True)  # (T a²,)
-            d_pixels = grad.new_zeros(N * H * W + 1, C_in)  # (N H W + 1, C_in); the last row: the padding's
-            d_pixels.index_add_(0, index, dD.view(T * a * a, C_in))  # each tile entry back to its pixel
-            grad_x = d_pixels[:-1].view(N, H, W, C_in).permute(0, 3, 1, 2)  # (N, C_in, H, W) view
-        return grad_x, grad_w, grad_b, None, None
-
-
-def _winograd_tile(weight: Tensor, stride: tuple[int, int], out_size: tuple[int, int]) -> _WinogradTile | None:
-    """The Winograd tile for this convolution, or ``None`` where im2col + GEMM is as fast.
-
-    Winograd saves multiplications but pays with transforms, matrix products over data a few
-    times the size of the input and of the output, while the products cost ``C_in * C_out`` per
-    pixel: it pays off from about 48 channels in and out (measured on a two-core CPU: no gain
-    at 16 or 32, ~1.5x faster at 64). It needs a 3x3 kernel, stride 1 and float32 or float64
-    (in half precision its rounding is too coarse). The 4x4 tile saves more products than the
-    2x2 one, unless its tiles overhang the output by much (a 14x14 output needs 16x16 of tiles).
-    """
-    C_out, C_in, kH, kW = weight.shape
-    if (kH, kW) != (3, 3) or stride != (1, 1) or weight.dtype not in (torch.float32, torch.float64):
-        return None
-    if min(C_in, C_out) < _WINOGRAD_MIN_CHANNELS:
-        return None
-    H_out, W_out = out_size
-    tiled = (-(-H_out // 4) * 4) * (-(-W_out // 4) * 4)  # the output area that 4x4 tiles cover
-    return _F4 if tiled <= 1.15 * H_out * W_out else _F2
-
-
-_WINOGRAD_MIN_CHANNELS = 48  # from this min(C_in, C_out) on, 3x3 stride-1 convolutions use Winograd
-
-
-class _Conv2dFunction(torch.autograd.Function):
-    """conv2d with a hand-written backward pass; see the module docstring for the formulas."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None,
-                stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
-        C_out, C_in, kH, kW = weight.shape
-        w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, kH * kW * C_in)  # (C_out, K), K as (kH, kW, C_in)
-        # (N, C_out, H_out, W_out); and for the weight's gradient, the padded input or the patch matrix
-        out, xp, cols = _correlate(x, w_rows, bias, (kH, kW), stride, padding, keep=ctx.needs_input_grad[1])
-        ctx.save_for_backward(cols if cols is not None else xp, weight)
-        ctx.conf = (tuple(x.shape), stride, padding)
-        return out
-
-    @staticmethod
-    @once_differentiable  # the saved input copy carries no graph: a second derivative raises, not lies
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        xp, weight = ctx.saved_tensors
-        x_shape, stride, padding = ctx.conf
-        C_out, C_in, kH, kW = weight.shape
-        N, _, H_out, W_out = grad.shape
-        K = kH * kW * C_in
-        grad_x = grad_w = grad_b = None
-        g = grad.permute(0, 2, 3, 1).reshape(N * H_out * W_out, C_out)  # (M, C_out); free if grad is NHWC
-        if ctx.needs_input_grad[1]:
-            # dL/dw[o, k] = sum over images and positions m of cols[m, k] * g[m, o]
-            P = H_out * W_out  # positions per image
-            grad_w = None
-            for n, n_end in _image_chunks(N, P * K * xp.element_size()):
-                if xp.dim() == 2:  # the forward pass kept the whole patch matrix
-                    cols = xp
-                else:
-                    cols = _im2col(xp[n:n_end], (kH, kW), stride, (H_out, W_out), temporary=True)  # gathered again
-                g_n = g[n * P:n_end * P]  # (chunk * P, C_out)
-                if grad_w is None:
-                    grad_w = cols.T @ g_n  # (K, chunk * P) @ (chunk * P, C_out) -> (K, C_out); MKL prefers this order
-                else:
-                    grad_w.addmm_(cols.T, g_n)  # accumulate the next chunk's share
-            grad_w = grad_w.T  # (C_out, K)
-            grad_w = grad_w.view(C_out, kH, kW, C_in).permute(0, 3, 1, 2)  # (C_out, C_in, kH, kW)
-        if ctx.needs_input_grad[2]:
-            grad_b = g.sum(dim=0)  # (C_out,)
-        if ctx.needs_input_grad[0]:
-            (sH, sW), (pH, pW) = stride, padding
-            if sH == sW == 1 and pH < kH and pW < kW and 2 * C_out <= 3 * C_in:
-                # A stride-1 convolution's input gradient is the "full" correlation of the output
-                # gradient with the flipped filters, C_in and C_out swapped: the forward pass again.
-                # (Cheaper than col2im when C_out is not much larger than C_in.)
-                w_flip = weight.flip(2, 3).permute(1, 2, 3, 0).reshape(C_in, kH * kW * C_out)  # (C_in, K')
-                grad_x, _, _ = _correlate(grad, w_flip, None, (kH, kW), (1, 1), (kH - 1 - pH, kW - 1 - pW),
-                                          keep=False)
-            elif sH == sW == 1 and C_in >= 16:
-                # Fewer adds than col2im, but its GEMM yields only kH * C_in columns, which MKL runs
-                # slowly when narrow (measured 1.7-2x slower than col2im at C_in = 1, no gain at 8).
-                grad_x = _grad_input_stride1(grad, weight, padding)  # (N, C_in, H, W)
-            else:
-                w_rows = weight.permute(0, 2, 3, 1).reshape(C_out, K)  # (C_out, K)
-                cols_grad = _gemm.linear(g, w_rows.T)  # (M, C_out) @ (C_out, K) -> (M, K): each patch's gradient
-                grad_x = _col2im(cols_grad, x_shape, (kH, kW), stride, padding)  # (N, C_in, H, W)
-        return grad_x, grad_w, grad_b, None, None
-
-
-@torch_signature(("dilation", 1), ("groups", 1))
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPair = 1,
-           padding: _IntPair = 0) -> Tensor:
-    r"""2-D convolution (cross-correlation) of a batch of images, as ``torch.nn.functional.conv2d``.
-
-    .. math::
-
-        y_{n,o,i,j} = b_o + \sum_{c,u,v} w_{o,c,u,v}\; x^{pad}_{n,\,c,\,s_h i + u,\,s_w j + v}
-
-    computed by im2col and one matrix product, with a hand-written backward pass that is
-    matrix products too, or, for 3x3 stride-1 layers with at least 48 channels in and out, by
-    Winograd's algorithm (see :mod:`dlcourse.conv`). No PyTorch convolution is called.
-
-    Args:
-        x: input images.
-        weight: the filters, one ``(C_in, kH, kW)`` block per output channel.
-        bias: one number per output channel, or ``None``.
-        stride: step between windows, an int or an ``(s_h, s_w)`` pair (default 1).
-        padding: zeros added on each side, an int or a ``(p_h, p_w)`` pair (default 0).
-
-    Shape:
-        x: ``(N, C_in, H, W)`` or ``(C_in, H, W)``. weight: ``(C_out, C_in, kH, kW)``.
-        bias: ``(C_out,)``. Output: ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)``) with
-
-        .. math::
-
-            H_{out} = \left\lfloor \frac{H + 2 p_h - kH}{s_h} \right\rfloor + 1, \qquad
-            W_{out} = \left\lfloor \frac{W + 2 p_w - kW}{s_w} \right\rfloor + 1
-
-        (:func:`conv_output_size`).
-    """
+def _check_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: _IntPair,
+                  padding: _IntPair) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Check the arguments of :func:`conv2d`; return ``stride`` and ``padding`` as ``(h, w)`` pairs."""
     fn = "conv2d"
-    for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(x, "x", fn)
+    require_tensor(weight, "weight", fn)
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"{fn}: expected bias to be a torch.Tensor or None, got {type(bias).__name__}")
     if x.dim() not in (3, 4):
@@ -682,8 +140,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
                          f"got an input of shape {tuple(x.shape)} with {x.shape[-3]}")
     if bias is not None and tuple(bias.shape) != (C_out,):
         raise ValueError(f"{fn}: expected bias of shape ({C_out},), got {tuple(bias.shape)}")
-    stride = _pair(stride, "stride", fn, 1)
-    padding = _pair(padding, "padding", fn, 0)
+    stride = int_pair(stride, "stride", fn, 1)
+    padding = int_pair(padding, "padding", fn, 0)
     for dim, (size, k, s, p) in enumerate(zip(x.shape[-2:], (kH, kW), stride, padding)):
         try:
             conv_output_size(size, k, s, p)
@@ -692,10 +150,56 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
                 f"{fn}: the {kH}x{kW} kernel does not fit the input of shape {tuple(x.shape)} with "
                 f"padding={padding}: {'height' if dim == 0 else 'width'} {size} + 2*{p} < {k}"
             ) from err
+    return stride, padding
+
+
+@torch_signature(("dilation", 1), ("groups", 1))
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPair = 1,
+           padding: _IntPair = 0) -> Tensor:
+    r"""2-D convolution (cross-correlation) of a batch of images, as ``torch.nn.functional.conv2d``.
+
+    .. math::
+
+        y_{n,o,i,j} = b_o + \sum_{c,u,v} w_{o,c,u,v}\; x^{pad}_{n,\,c,\,s_h i + u,\,s_w j + v}
+
+    computed by im2col: ``Tensor.unfold`` views the padded input as one ``(C_in, kH, kW)``
+    patch per output position, the patches become the rows of a matrix, and one matrix
+    product with the filters (one per column) takes every dot product at once. Autograd
+    differentiates it. Unless ``DLCOURSE_FAST=0``, the tuned version of the same computation
+    runs instead (:mod:`dlcourse._fast.conv`).
+
+    Args:
+        x: input images.
+        weight: the filters, one ``(C_in, kH, kW)`` block per output channel.
+        bias: one number per output channel, or ``None``.
+        stride: step between windows, an int or an ``(s_h, s_w)`` pair (default 1).
+        padding: zeros added on each side, an int or a ``(p_h, p_w)`` pair (default 0).
+
+    Shape:
+        x: ``(N, C_in, H, W)`` or ``(C_in, H, W)``. weight: ``(C_out, C_in, kH, kW)``.
+        bias: ``(C_out,)``. Output: ``(N, C_out, H_out, W_out)`` (or ``(C_out, H_out, W_out)``) with
+
+        .. math::
+
+            H_{out} = \left\lfloor \frac{H + 2 p_h - kH}{s_h} \right\rfloor + 1, \qquad
+            W_{out} = \left\lfloor \frac{W + 2 p_w - kW}{s_w} \right\rfloor + 1
+
+        (:func:`conv_output_size`).
+    """
+    stride, padding = _check_conv2d(x, weight, bias, stride, padding)
     if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
         return conv2d(x.unsqueeze(0), weight, bias, stride, padding).squeeze(0)
-    out_size = _out_sizes(x.shape[2], x.shape[3], (kH, kW), stride, padding)  # sizes just checked
-    tile = _winograd_tile(weight, stride, out_size)
-    if tile is not None:
-        return _Winograd3x3Function.apply(x, weight, bias, padding, tile)
-    return _Conv2dFunction.apply(x, weight, bias, stride, padding)
+    if _fast.enabled():  # the same convolution, tuned for speed (dlcourse/_fast/conv.py)
+        return _fast.conv2d(x, weight, bias, stride, padding)
+    N, C_in, H, W = x.shape
+    C_out, _, kH, kW = weight.shape
+    (sH, sW), (pH, pW) = stride, padding
+    xp = TF.pad(x, (pW, pW, pH, pH))  # (N, C_in, H + 2 pH, W + 2 pW): zeros around each image
+    patches = xp.unfold(2, kH, sH).unfold(3, kW, sW)  # (N, C_in, H_out, W_out, kH, kW): a view, no copy
+    H_out, W_out = patches.shape[2], patches.shape[3]
+    rows = patches.permute(0, 2, 3, 1, 4, 5).reshape(N * H_out * W_out, C_in * kH * kW)  # (M, K): a patch per row
+    filters = weight.reshape(C_out, C_in * kH * kW)  # (C_out, K): a filter per row, laid out (C_in, kH, kW)
+    out = rows @ filters.T  # (M, C_out): every dot product in one matrix product
+    if bias is not None:
+        out = out + bias  # (M, C_out): one bias per output channel
+    return out.view(N, H_out, W_out, C_out).permute(0, 3, 1, 2)  # (N, C_out, H_out, W_out)

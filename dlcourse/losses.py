@@ -3,8 +3,8 @@ r"""Loss functions and dropout written from their formulas, checked against ``to
 Every loss averages over all elements (PyTorch's default ``reduction="mean"``) and returns a
 0-d tensor on the input's device and in its dtype. Autograd differentiates the formulas
 themselves, except in :func:`binary_cross_entropy`, whose gradient PyTorch defines by its own
-(clamped) formula, and :func:`cross_entropy`, whose closed-form gradient is cheaper than
-autograd's walk through its pieces; there the backward pass is written out too.
+(clamped) formula; there the backward pass is written out. :func:`cross_entropy` hands over to
+a tuned version of the same formula (:mod:`dlcourse._fast.losses`) unless ``DLCOURSE_FAST=0``.
 
 These functions are re-exported by :mod:`dlcourse.functional`. They do not import it (that
 module imports this one), so the small input checks live here.
@@ -16,9 +16,9 @@ import numbers
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from dlcourse._checks import torch_signature
+from dlcourse import _fast
+from dlcourse._checks import check_class_indices, torch_signature
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy", "cross_entropy", "dropout"]
 
@@ -159,53 +159,6 @@ def binary_cross_entropy(prob: Tensor, target: Tensor) -> Tensor:
     return _BinaryCrossEntropy.apply(prob, target).mean()
 
 
-_LOG2_E = 1.4426950408889634  # log2(e): e^t = 2^(t log2 e)
-
-
-class _CrossEntropy(torch.autograd.Function):
-    r"""Mean cross-entropy over the kept positions, with the softmax-minus-one-hot gradient written out.
-
-    Autograd through the log-sum-exp and ``gather`` would build and walk several intermediate
-    tensors; the gradient has a closed form, :math:`(\operatorname{softmax}(x) - \text{one-hot}(y))
-    \cdot g / n`, so backward computes it in one pass from the exponentials saved by forward.
-    ``keep`` is ``None`` when every position counts, which skips the masking altogether.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, keep: Tensor | None) -> Tensor:
-        # x: (..., C) classes last; y, keep: (...)
-        m = x.amax(dim=-1, keepdim=True)  # (..., 1): the log-sum-exp trick keeps every exponent <= 0
-        # e^{x_c - m} as 2^{(x_c - m) log2 e}: on CPUs exp2 is about 3x cheaper than exp, and x - m
-        # is formed first (exactly, for close values) so the rescaling costs no accuracy.
-        e = torch.sub(x, m).mul_(_LOG2_E).exp2_()  # (..., C): kept for the softmax in backward
-        sum_e = e.sum(dim=-1, keepdim=True)  # (..., 1)
-        x_y = x.gather(-1, y.unsqueeze(-1))  # (..., 1): the true class's logit
-        losses = torch.log(sum_e).add_(m).sub_(x_y)  # (..., 1): log sum_c e^{x_c} - x_y
-        if keep is None:
-            count = torch.tensor(float(y.numel()), dtype=x.dtype, device=x.device)  # 0 gives NaN, as in PyTorch
-            loss = losses.sum() / count
-        else:
-            count = keep.sum().to(x.dtype)
-            loss = torch.where(keep.unsqueeze(-1), losses, torch.zeros((), dtype=x.dtype, device=x.device)).sum() / count
-        ctx.save_for_backward(y, keep, e, sum_e, count)
-        return loss
-
-    @staticmethod
-    @once_differentiable  # the saved exponentials carry no graph: a second derivative raises, not lies
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None, None
-        y, keep, e, sum_e, count = ctx.saved_tensors
-        # dL/dx_c = (softmax(x)_c - [c == y]) * grad / count at kept positions, 0 elsewhere
-        scale = grad / count.clamp(min=1)  # (): the weight of each kept position (none kept: gradient 0, as PyTorch)
-        if keep is not None:
-            scale = keep.unsqueeze(-1).to(e.dtype) * scale  # (..., 1)
-        grad_x = e * (scale / sum_e)  # (..., C): softmax(x) * scale, in one pass over the logits
-        index = y.unsqueeze(-1)  # (..., 1)
-        grad_x.scatter_add_(-1, index, (-scale).expand(index.shape))  # minus the one-hot, scaled
-        return grad_x, None, None
-
-
 @torch_signature(("weight", None), ("size_average", None), ("ignore_index", -100), ("reduce", None),
                  ("reduction", "mean"), ("label_smoothing", 0.0))
 def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -> Tensor:
@@ -253,19 +206,16 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -
             f"cross_entropy: for logits {shape} = {tuple(logits.shape)} the target must have shape "
             f"{expected}, got {tuple(target.shape)}"
         )
-    C = logits.shape[1]
     x = logits.movedim(1, -1)  # (N, d1, ..., C): classes last
-    if target.numel():
-        low, high = torch.stack(torch.aminmax(target)).tolist()  # one look at the targets, one device sync
-        if 0 <= low and high < C:  # the common case: every index valid, so no out-of-range check...
-            ignored = 0 <= ignore_index < C and low <= ignore_index <= high
-            return _CrossEntropy.apply(x, target.long(), target != ignore_index if ignored else None)  # ...nor mask
-    keep = target != ignore_index  # (N, d1, ...)
-    bad = keep & ((target < 0) | (target >= C))  # (N, d1, ...): counted targets out of range
-    if bad.any():
-        raise ValueError(f"cross_entropy: expected class indices in [0, {C}), got {target[bad][0].item()}")
-    y = torch.where(keep, target, torch.zeros_like(target)).long()  # a valid index where ignored
-    return _CrossEntropy.apply(x, y, keep)
+    if _fast.enabled():  # the same loss, tuned for speed (dlcourse/_fast/losses.py)
+        return _fast.cross_entropy(x, target, ignore_index)
+    keep = target != ignore_index  # (N, d1, ...): the positions that count
+    check_class_indices(target, keep, x.shape[-1], "cross_entropy")
+    y = torch.where(keep, target, torch.zeros_like(target)).long()  # (N, d1, ...): any valid class where ignored
+    m = x.detach().amax(dim=-1, keepdim=True)  # (..., 1): the largest logit, a constant that cancels out
+    log_sum_exp = m + (x - m).exp().sum(dim=-1, keepdim=True).log()  # (..., 1): every exponent <= 0
+    losses = (log_sum_exp - x.gather(-1, y.unsqueeze(-1))).squeeze(-1)  # (N, d1, ...): -log softmax(x)_y
+    return losses[keep].sum() / keep.sum()  # the mean over the kept positions (none kept: NaN, as PyTorch)
 
 
 @torch_signature(("inplace", False))

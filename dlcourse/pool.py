@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from dlcourse._checks import torch_signature
-from dlcourse.conv import _pair, conv_output_size
+from dlcourse._checks import int_pair, torch_signature
+from dlcourse.conv import conv_output_size
 
 __all__ = ["max_pool2d", "avg_pool2d"]
 
@@ -157,9 +157,9 @@ def _geometry(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None, padding
                          f"got {x.dim()}-D of shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{fn}: expected a floating-point input, got {x.dtype}")
-    kernel = _pair(kernel_size, "kernel_size", fn, 1)
-    step = kernel if stride is None else _pair(stride, "stride", fn, 1)
-    pad = _pair(padding, "padding", fn, 0)
+    kernel = int_pair(kernel_size, "kernel_size", fn, 1)
+    step = kernel if stride is None else int_pair(stride, "stride", fn, 1)
+    pad = int_pair(padding, "padding", fn, 0)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"{fn}: padding should be at most half of the kernel size, "
                          f"got padding={pad} for kernel_size={kernel}")

@@ -1,6 +1,8 @@
 """dlcourse.functional.conv2d, corr2d and conv_output_size against PyTorch: output sizes (the
 lectures' examples and torch's actual shapes), values and gradients for x, weight and bias on
-many random configurations, gradcheck in float64, clear errors, and no call to torch's convolution."""
+many random configurations, gradcheck in float64, clear errors, and no call to torch's convolution.
+The oracle tests run on both paths of conv2d (the ``path`` fixture): the readable im2col and the
+tuned kernels of ``dlcourse._fast.conv`` (including Winograd's)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from dlcourse import conv
+from fast_paths import path  # noqa: F401  (the fixture)
+
+from dlcourse import _fast
 from dlcourse import functional as F
+from dlcourse._fast import conv as fast_conv
 from dlcourse.check import ForbiddenCallError, forbid
 
 TORCH_CONVOLUTIONS = ("torch.nn.functional.conv2d", "torch.conv2d", "torch.convolution",
@@ -178,7 +183,7 @@ def test_corr2d_errors():
 
 @pytest.mark.parametrize("seed", range(40))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_conv2d_values_and_gradients_match_torch(seed, dtype, device, supported):
+def test_conv2d_values_and_gradients_match_torch(seed, dtype, device, supported, path):
     supported(device, dtype)
     cfg = random_config(seed)
     gen = torch.Generator().manual_seed(1000 + seed)
@@ -211,7 +216,7 @@ TYPICAL_LAYERS = [  # (input shape, C_out, kernel, stride, padding)
 
 
 @pytest.mark.parametrize("shape, C_out, k, s, p", TYPICAL_LAYERS, ids=["lenet", "resnet-stem", "same3x3", "1x1", "down", "widen"])
-def test_conv2d_matches_torch_on_typical_layers(shape, C_out, k, s, p, device):
+def test_conv2d_matches_torch_on_typical_layers(shape, C_out, k, s, p, device, path):
     gen = torch.Generator().manual_seed(sum(shape) + C_out)
     x = torch.randn(shape, generator=gen).to(device)
     w = (torch.randn(C_out, shape[1], k, k, generator=gen) / (shape[1] * k * k) ** 0.5).to(device)
@@ -238,7 +243,7 @@ GRADCHECK_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", GRADCHECK_CONFIGS, ids=lambda c: f"{c['C_in']}to{c['C_out']}k{c['kernel']}s{c['stride']}p{c['padding']}")
-def test_conv2d_passes_gradcheck_in_float64(cfg):
+def test_conv2d_passes_gradcheck_in_float64(cfg, path):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(cfg["N"], cfg["C_in"], cfg["H"], cfg["W"], generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(cfg["C_out"], cfg["C_in"], *cfg["kernel"], generator=gen, dtype=torch.float64, requires_grad=True)
@@ -247,7 +252,7 @@ def test_conv2d_passes_gradcheck_in_float64(cfg):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-def test_conv2d_on_an_unbatched_image_and_an_empty_batch(device):
+def test_conv2d_on_an_unbatched_image_and_an_empty_batch(device, path):
     w = torch.randn(4, 3, 3, 3, device=device)
     x = torch.randn(3, 8, 7, device=device)
     torch.testing.assert_close(F.conv2d(x, w, padding=1), TF.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
@@ -258,7 +263,7 @@ def test_conv2d_on_an_unbatched_image_and_an_empty_batch(device):
     assert empty.grad.shape == empty.shape
 
 
-def test_conv2d_only_computes_the_gradients_asked_for():
+def test_conv2d_only_computes_the_gradients_asked_for(path):
     x = torch.randn(2, 3, 6, 6)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     y = F.conv2d(x, w, padding=1)  # x needs no gradient: a first layer
@@ -268,15 +273,22 @@ def test_conv2d_only_computes_the_gradients_asked_for():
                                rtol=1e-4, atol=1e-4)
 
 
-def test_conv2d_second_derivatives_raise_instead_of_being_wrong():
-    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(F.conv2d(x, w).sum(), w, create_graph=True)
-    with pytest.raises(RuntimeError):
-        g.sum().backward()
+def test_conv2d_second_derivatives_readable_match_torch_and_fast_raise(path):
+    """The readable path is autograd all the way: gradients of gradients work. The fast path's
+    backward is written out: a second derivative raises instead of being silently wrong."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 2, 5, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(F.conv2d(x, w, padding=1).square().sum(), w, create_graph=True)
+    if path == "fast":
+        with pytest.raises(RuntimeError):
+            g.sum().backward()
+        return
+    (g_ref,) = torch.autograd.grad(TF.conv2d(x, w, padding=1).square().sum(), w, create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad(g.sum(), x)[0], torch.autograd.grad(g_ref.sum(), x)[0])
 
 
-def test_conv2d_calls_no_torch_convolution():
+def test_conv2d_calls_no_torch_convolution(path):
     x = torch.randn(2, 3, 9, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     b = torch.randn(4, requires_grad=True)
@@ -332,24 +344,24 @@ WINOGRAD_CASES = [  # (N, C_in, H, W, C_out, padding): whole tiles, tiles sticki
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
 def test_winograd_passes_gradcheck_in_float64(case, m):
     N, C_in, H, W, C_out, padding = case
-    tile = {2: conv._F2, 4: conv._F4}[m]
+    tile = {2: fast_conv._F2, 4: fast_conv._F4}[m]
     gen = torch.Generator().manual_seed(sum(case[:5]))
     x = torch.randn(N, C_in, H, W, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(C_out, C_in, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(C_out, generator=gen, dtype=torch.float64, requires_grad=True)
-    fn = lambda x, w, b: conv._Winograd3x3Function.apply(x, w, b, padding, tile)  # noqa: E731
+    fn = lambda x, w, b: fast_conv._Winograd3x3Function.apply(x, w, b, padding, tile)  # noqa: E731
     torch.testing.assert_close(fn(x, w, b), TF.conv2d(x, w, b, padding=padding))
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
 def test_conv2d_chooses_winograd_only_where_it_pays():
     w = lambda c_in, c_out, k=3: torch.zeros(c_out, c_in, k, k)  # noqa: E731
-    assert conv._winograd_tile(w(64, 64), (1, 1), (16, 16)) is conv._F4
-    assert conv._winograd_tile(w(64, 64), (1, 1), (14, 14)) is conv._F2  # 4x4 tiles would cover 16x16
-    assert conv._winograd_tile(w(16, 32), (1, 1), (16, 16)) is None  # too few channels
-    assert conv._winograd_tile(w(64, 64), (2, 2), (8, 8)) is None  # strided
-    assert conv._winograd_tile(w(64, 64, 5), (1, 1), (12, 12)) is None  # 5x5
-    assert conv._winograd_tile(w(64, 64).half(), (1, 1), (16, 16)) is None  # too coarse in half precision
+    assert fast_conv._winograd_tile(w(64, 64), (1, 1), (16, 16)) is fast_conv._F4
+    assert fast_conv._winograd_tile(w(64, 64), (1, 1), (14, 14)) is fast_conv._F2  # 4x4 tiles would cover 16x16
+    assert fast_conv._winograd_tile(w(16, 32), (1, 1), (16, 16)) is None  # too few channels
+    assert fast_conv._winograd_tile(w(64, 64), (2, 2), (8, 8)) is None  # strided
+    assert fast_conv._winograd_tile(w(64, 64, 5), (1, 1), (12, 12)) is None  # 5x5
+    assert fast_conv._winograd_tile(w(64, 64).half(), (1, 1), (16, 16)) is None  # too coarse in half precision
 
 
 WINOGRAD_LAYERS = [  # (input shape, C_out, padding): layers conv2d computes with Winograd
@@ -361,17 +373,18 @@ WINOGRAD_LAYERS = [  # (input shape, C_out, padding): layers conv2d computes wit
 
 @pytest.mark.parametrize("shape, C_out, p", WINOGRAD_LAYERS, ids=["F4", "F2-odd", "F2-pad2"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_conv2d_winograd_layers_match_torch_in_float32(shape, C_out, p, layout, device):
+def test_conv2d_winograd_layers_match_torch_in_float32(shape, C_out, p, layout, device, monkeypatch):
     """Winograd rounds differently from a direct sum: in float32 the 4x4 tiles' error reaches
     ~1e-5 of the largest output (measured 3e-6 to 6e-6, torch's own 2e-7), so values are
     compared to within 5e-5 of the largest magnitude of each result."""
+    monkeypatch.setenv(_fast.ENV, "1")  # Winograd is a fast kernel
     gen = torch.Generator().manual_seed(sum(shape) + C_out)
     x = torch.randn(shape, generator=gen).to(device)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     w = (torch.randn(C_out, shape[1], 3, 3, generator=gen) / (9 * shape[1]) ** 0.5).to(device)
     b = torch.randn(C_out, generator=gen).to(device)
-    assert conv._winograd_tile(w, (1, 1), TF.conv2d(x, w, padding=p).shape[2:]) is not None
+    assert fast_conv._winograd_tile(w, (1, 1), TF.conv2d(x, w, padding=p).shape[2:]) is not None
     upstream = torch.randn(TF.conv2d(x, w, b, padding=p).shape, generator=gen).to(device)
     y, grads = forward_backward(F.conv2d, x, w, b, upstream, padding=p)
     y_ref, grads_ref = forward_backward(TF.conv2d, x, w, b, upstream, padding=p)
@@ -380,7 +393,8 @@ def test_conv2d_winograd_layers_match_torch_in_float32(shape, C_out, p, layout, 
         torch.testing.assert_close(got, ref, rtol=0, atol=5e-5 * ref.abs().max().item(), msg=lambda m: f"{name}: {m}")
 
 
-def test_conv2d_winograd_calls_no_torch_convolution():
+def test_conv2d_winograd_calls_no_torch_convolution(monkeypatch):
+    monkeypatch.setenv(_fast.ENV, "1")  # Winograd is a fast kernel
     x = torch.randn(1, 48, 8, 8, requires_grad=True)
     w = torch.randn(48, 48, 3, 3, requires_grad=True)
     with forbid(*TORCH_CONVOLUTIONS):
@@ -391,7 +405,7 @@ def test_conv2d_winograd_calls_no_torch_convolution():
 @pytest.mark.parametrize("channels, size, N", [((8, 8, 16, 8), 10, 3), ((48, 48, 48, 48), 8, 2),
                                                 ((16, 16, 16, 16), 16, 40)],
                          ids=["im2col", "winograd", "im2col-chunked"])
-def test_conv2d_layers_of_one_shape_in_a_row_match_torch(channels, size, N):
+def test_conv2d_layers_of_one_shape_in_a_row_match_torch(channels, size, N, path):
     """Temporaries of every call live in shared scratch memory (``dlcourse._gemm.scratch``): layers of
     the same shape, run one after the other before one backward pass (a plain CNN's repeated
     blocks), must not see each other's data. The widening layer (8 -> 16) takes the other
@@ -402,7 +416,7 @@ def test_conv2d_layers_of_one_shape_in_a_row_match_torch(channels, size, N):
           for c_in, c_out in zip(channels, channels[1:])]
     bs = [torch.randn(w.shape[0], generator=gen, dtype=torch.float64) for w in ws]
     if channels[0] == 16:
-        assert len(conv._image_chunks(N, size * size * 9 * 16 * 8)) > 1
+        assert len(fast_conv._image_chunks(N, size * size * 9 * 16 * 8)) > 1
 
     def net(conv2d, x, *params):
         for w, b in zip(params[:len(ws)], params[len(ws):]):

@@ -1,5 +1,5 @@
-"""``dlcourse._gemm``: the matrix product the convolutions use (oneDNN's kernel where PyTorch has
-it, ``torch.addmm`` elsewhere) and the scratch memory their temporaries reuse."""
+"""``dlcourse._fast.gemm``: the matrix product the convolutions use (oneDNN's kernel where PyTorch has
+it, ``torch.addmm`` elsewhere) and the scratch memory their temporaries reuse (and its release)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import threading
 import pytest
 import torch
 
-from dlcourse import _gemm
+from dlcourse import _fast
+from dlcourse import functional as F
+from dlcourse._fast import gemm as _gemm
 
 
 @pytest.fixture(params=["default", "torch"])
@@ -91,6 +93,25 @@ def test_scratch_leaves_large_and_accelerator_tensors_to_the_allocator(device):
     n = _gemm.scratch.MAX_BYTES // 4 + 1  # one float32 over the limit
     assert _gemm.scratch.empty("test-big", (n,), torch.empty(0)).data_ptr() != \
         _gemm.scratch.empty("test-big", (n,), torch.empty(0)).data_ptr()
+
+
+def test_release_scratch_gives_the_memory_back():
+    """After a fast convolution the scratch buffers hold memory; release_scratch drops them all, says
+    how much it freed, and the next call allocates afresh and still computes the right numbers."""
+    x = torch.randn(2, 8, 12, 12)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    with _fast.switched(True):
+        F.conv2d(x, w, padding=1).sum().backward()
+        held = _gemm.scratch.nbytes()
+        assert held > 0
+        assert _fast.release_scratch() == held
+        assert _gemm.scratch.nbytes() == 0 and _gemm.scratch.buffers == {}
+        assert _fast.release_scratch() == 0  # nothing left
+        w.grad = None
+        y = F.conv2d(x, w, padding=1)
+        y.sum().backward()
+    assert _gemm.scratch.nbytes() > 0  # allocated again
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
 
 
 def test_scratch_is_per_thread():

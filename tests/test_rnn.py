@@ -1,12 +1,14 @@
 """dlcourse.nn.RNNCell, RNN, LSTMCell, LSTM and the functions behind them against torch.nn:
 the same parameter names and shapes, the same outputs and gradients after load_state_dict (all
 input layouts, with and without bias and initial state), gradcheck in float64, clear errors,
-and no call to PyTorch's recurrent kernels."""
+and no call to PyTorch's recurrent kernels. The oracle tests run on both paths of the LSTM (the
+``path`` fixture): the readable loop of ``lstm_cell`` and the fused kernel of ``dlcourse._fast.rnn``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from fast_paths import path  # noqa: F401  (the fixture)
 from torch import nn
 
 from dlcourse import functional as F
@@ -98,7 +100,7 @@ def state_shape(name: str, shape: tuple[int, ...], kwargs: dict) -> tuple[int, .
 @pytest.mark.parametrize("name, kwargs, shape, with_state", cases(),
                          ids=lambda v: str(v).replace(" ", ""))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_outputs_and_gradients_match_torch(name, kwargs, shape, with_state, dtype, device, supported, gen):
+def test_outputs_and_gradients_match_torch(name, kwargs, shape, with_state, dtype, device, supported, gen, path):
     supported(device, dtype)
     ours, theirs = twins(name, dtype, device, **kwargs)
     x = torch.randn(shape, generator=gen, dtype=dtype).to(device)
@@ -117,7 +119,7 @@ def test_outputs_and_gradients_match_torch(name, kwargs, shape, with_state, dtyp
         torch.testing.assert_close(a, b, msg=lambda m: f"{name} {kwargs} {shape}, result {k}: {m}")
 
 
-def test_lstm_on_the_benchmark_shape_matches_torch(gen):
+def test_lstm_on_the_benchmark_shape_matches_torch(gen, path):
     ours, theirs = twins("LSTM", torch.float32, "cpu")
     x = torch.randn(50, 64, I, generator=gen)
     mine, ref = run(ours, x, None, torch.Generator().manual_seed(0)), run(theirs, x, None, torch.Generator().manual_seed(0))
@@ -125,7 +127,7 @@ def test_lstm_on_the_benchmark_shape_matches_torch(gen):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_one_time_step_and_inference_mode(gen):
+def test_one_time_step_and_inference_mode(gen, path):
     ours, theirs = twins("LSTM", torch.float64, "cpu")
     x = torch.randn(1, 3, I, generator=gen, dtype=torch.float64)
     with torch.no_grad():  # the forward pass without anything to save
@@ -137,7 +139,7 @@ def test_one_time_step_and_inference_mode(gen):
         torch.testing.assert_close(a, b)
 
 
-def test_lstm_gradient_only_for_some_inputs(gen):
+def test_lstm_gradient_only_for_some_inputs(gen, path):
     """The backward pass skips what is not needed: only x, only the weights, frozen bias."""
     ours, theirs = twins("LSTM", torch.float64, "cpu")
     x = torch.randn(T, N, I, generator=gen, dtype=torch.float64)
@@ -169,7 +171,7 @@ def weights(gates: int, bias: bool, gen: torch.Generator) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_lstm_and_lstm_cell(bias, gen):
+def test_gradcheck_lstm_and_lstm_cell(bias, gen, path):
     x = torch.randn(4, 3, I, generator=gen, dtype=torch.float64, requires_grad=True)
     h0, c0 = (torch.randn(3, H, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
     w = weights(4, bias, gen)
@@ -240,7 +242,7 @@ def test_constructor_errors():
         F.lstm_cell(torch.randn(2, I), (torch.zeros(2, H),) * 2, torch.randn(3 * H, I), torch.randn(4 * H, H))
 
 
-def test_new_tensors_follow_the_input(device, supported):
+def test_new_tensors_follow_the_input(device, supported, path):
     supported(device, torch.float64)
     for cls in (dnn.RNN, dnn.LSTM, dnn.RNNCell, dnn.LSTMCell):
         m = cls(I, H, device=device, dtype=torch.float64)

@@ -1,17 +1,19 @@
 """One matrix product, ``a @ w.T + bias``, run by the fastest kernel at hand; and scratch memory.
 
 PyTorch's own CPU convolutions run on oneDNN. ``torch.mm`` on the CPU calls MKL's ``sgemm``
-instead, which is slower on some processors: on the two-core AMD EPYC this course is tested
-on, oneDNN's inner product runs the matrix products of :mod:`dlcourse.conv` 1.1-1.8x faster
-than ``torch.mm`` (for example ``(8192, 576) @ (576, 64)`` on two threads: 86 vs 50 GFLOP/s).
-So that a from-scratch convolution measured against PyTorch's is compared algorithm against
-algorithm, with the same matrix-product library underneath, :func:`linear` uses oneDNN's
-inner product where PyTorch has it (float32 and bfloat16 on the CPU, for products large
-enough to repay its set-up) and ``torch.addmm`` everywhere else (CUDA, MPS, float64, builds
-without oneDNN). Both compute the same product; only the order of the float additions differs.
+instead, which is slower on some processors (the AMD EPYC this course is tested on among them;
+the Performance page has the numbers). So that the fast convolution is compared with PyTorch's
+algorithm against algorithm, with the same matrix-product library underneath, :func:`linear`
+uses oneDNN's inner product where PyTorch has it (float32 and bfloat16 on the CPU, for products
+large enough to repay its set-up) and ``torch.addmm`` everywhere else (CUDA, MPS, float64,
+builds without oneDNN). Both compute the same product; only the order of the float additions
+differs.
 
 Set the environment variable ``DLCOURSE_GEMM=torch`` to always use ``torch.addmm`` (to compare
 the two, or if a PyTorch build's oneDNN misbehaves).
+
+:data:`scratch` holds the large temporaries of the fast kernels from call to call;
+:func:`release_scratch` gives that memory back.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["linear", "scratch"]
+__all__ = ["linear", "scratch", "release_scratch"]
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 _ONEDNN_MIN_WORK = 1 << 19  # multiply-adds; below, oneDNN's set-up per call (~10-20 us) outweighs its speed
@@ -83,12 +85,11 @@ class _Scratch(threading.local):
     A convolution's fast paths build a few large intermediate tensors (gathered tiles, their
     transforms, products) that are dead when the call returns. Allocated afresh every step,
     each is handed out by ``malloc`` as new pages that the kernel must map and zero on first
-    touch: on the two-core test machine, ~2,500 page faults per forward + backward of a
-    ``(32, 64, 16, 16)`` layer, 10-15% of its time (PyTorch's own convolution keeps such a
-    scratchpad and pays none). So each *role* (``"tiles"``, ``"products"``, ...) gets one flat
-    buffer that grows to the largest size asked for and is reused; layers run one after the
-    other, so they share it. Only CPU tensors (CUDA's caching allocator already reuses memory),
-    and only buffers up to ``MAX_BYTES`` (bigger ones are allocated as usual).
+    touch, a cost PyTorch's own convolution (which keeps such a scratchpad) does not pay. So
+    each *role* (``"tiles"``, ``"products"``, ...) gets one flat buffer that grows to the
+    largest size asked for and is reused; layers run one after the other, so they share it.
+    Only CPU tensors (CUDA's caching allocator already reuses memory), and only buffers up to
+    ``MAX_BYTES`` (bigger ones are allocated as usual). :meth:`release` frees them.
     """
 
     MAX_BYTES = 64 << 20
@@ -107,5 +108,25 @@ class _Scratch(threading.local):
             buffer = self.buffers[key] = like.new_empty(numel)
         return buffer[:numel].view(shape)
 
+    def nbytes(self) -> int:
+        """The bytes this thread's buffers hold."""
+        return sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+    def release(self) -> int:
+        """Drop this thread's buffers (tensors still using them keep their memory); the bytes dropped."""
+        dropped = self.nbytes()
+        self.buffers.clear()
+        return dropped
+
 
 scratch = _Scratch()  # the temporaries' memory, per thread
+
+
+def release_scratch() -> int:
+    """Give back the scratch memory of the fast kernels (this thread's); returns the bytes released.
+
+    The buffers grow to the largest layer run so far and stay allocated between calls, so that
+    the next training step reuses them. Call this after training a large model, before doing
+    something else in the same process; the next fast call allocates afresh.
+    """
+    return scratch.release()
