@@ -15,11 +15,11 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # (A policy you set yourself, in the environment or on the command line, is kept.)
 DEFAULT_THREADS := $(if $(filter file,$(origin OMP_WAIT_POLICY)),env -u OMP_WAIT_POLICY)
 
-.PHONY: help install book test bench lab labs strip lock clean distclean \
+.PHONY: help install browser book test bench lab lab-instructor labs strip lock clean distclean \
 	release import autograde feedback export report gradebench
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml tools/pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,35 @@ gpucheck:  ## every CUDA path in under 8 minutes (CUDA unit tests, bench, CNN ep
 gpuwheels:  ## download the wheels a GPU machine lacks (mlxtend, expecttest, the Jupyter stack; ~18 MiB) into .gpu-wheels/
 	$(GPU_PYTHON) tools/dlcourse_tools/gpu_check.py --download-wheels
 
-lab: $(STAMP)  ## open JupyterLab (with nbgrader) on the repository
+# Students get a lean environment of their own: the course package and JupyterLab, nothing else
+# (no Jupyter Book, pytest or Playwright, and no nbgrader, so no Formgrader or "Create assignment"
+# in the menus). Instructors and developers use .venv (`make lab-instructor`).
+STUDENT_VENV  := .venv-student
+STUDENT_STAMP := $(STUDENT_VENV)/.installed-stamp
+
+$(STUDENT_STAMP): pyproject.toml constraints.txt
+	test -d $(STUDENT_VENV) || $(PYTHON) -m venv $(STUDENT_VENV)
+	$(STUDENT_VENV)/bin/python -m pip install --constraint constraints.txt --upgrade pip
+	$(STUDENT_VENV)/bin/python -m pip install --constraint constraints.txt --editable . jupyterlab
+	touch $(STUDENT_STAMP)
+
+lab: $(STUDENT_STAMP)  ## for students: JupyterLab on the repository in a lean .venv-student (dlcourse + JupyterLab only)
+	$(STUDENT_VENV)/bin/jupyter lab
+
+lab-instructor: $(STAMP)  ## for instructors: JupyterLab with nbgrader (Formgrader, Create assignment) from .venv
 	$(BIN)/jupyter lab
+
+browser:  ## install Chromium for the browser tests (Debian's package, with apt-get) when it is missing
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium || command -v chromium-browser)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || { \
+		echo "make browser: apt-get could not install chromium (see above); the browser tests (tests/test_site.py) will fail without it"; exit 1; }; \
+	else \
+		echo "make browser: the browser tests (tests/test_site.py) need Chromium, which is not on PATH and cannot be installed here"; \
+		echo "  (apt-get needs root: run 'sudo apt-get install chromium', or put a chromium executable on PATH)"; exit 1; \
+	fi
 
 labs: $(STAMP)  ## regenerate the student labs/ from the instructor solutions/ with nbgrader
 	@# One lab per folder of solutions/; --force replaces labs/<lab>/ whole. nbgrader records each lab
@@ -100,9 +127,11 @@ lock:  ## re-resolve constraints.txt from pyproject.toml in a scratch environmen
 	/tmp/dlcourse-lock/bin/pip freeze --exclude-editable | grep -v '^dlcourse' | sort -f > constraints.new
 	@echo "Review constraints.new, then move it over constraints.txt (keep the header)."
 
-clean:  ## remove the built site and caches (keeps .venv)
-	rm -rf _build .pytest_cache
+clean:  ## remove the built site and caches; keeps .venv and the notebooks' execution cache (_build/.jupyter_cache)
+	@# Without the cache the next `make book` would re-execute every notebook (minutes).
+	test ! -d _build || find _build -mindepth 1 -maxdepth 1 ! -name .jupyter_cache -exec rm -rf {} +
+	rm -rf .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
-distclean: clean  ## also remove .venv
-	rm -rf $(VENV)
+distclean: clean  ## also remove .venv, .venv-student and the execution cache (all of _build)
+	rm -rf $(VENV) $(STUDENT_VENV) _build

@@ -8,8 +8,9 @@ that resolve; on notebook pages the launch buttons (Colab, download .ipynb, Bind
 where ``_config.yml`` sets them); and search finds "convolution". Screenshots of three pages go to
 ``_build/screenshots/``.
 
-Chromium is Debian's package (``/usr/bin/chromium``): installed with apt-get when it is missing
-and the tests run as root; Playwright (from PyPI) drives it and downloads no browser of its own.
+Chromium is Debian's package (``/usr/bin/chromium``), installed by the set-up (``make browser``,
+which .ci/run runs before ``make test``), never by a test; Playwright (from PyPI) drives it and
+downloads no browser of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -55,18 +54,12 @@ def find_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The path of Debian's Chromium, installing the package first when it is missing."""
+    """The path of Debian's Chromium. The tests install nothing: `make browser` (run by .ci/run
+    before `make test`) installs the package."""
     path = find_chromium()
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                pytest.fail(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        path = find_chromium()
     if path is None:
-        pytest.fail("the browser tests need Debian's Chromium: run `sudo apt-get install chromium` "
-                    "(or put a chromium on PATH)")
+        pytest.fail("the browser tests need Chromium, which is not on PATH: run `make browser` (it installs "
+                    "Debian's package with apt-get, as root), or put a chromium executable on PATH")
     return path
 
 
