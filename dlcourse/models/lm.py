@@ -140,6 +140,11 @@ def train_gpt(config: GPTConfig | GPT, train_ids: Tensor, val_ids: Tensor, train
               progress: bool = False) -> tuple[GPT, dict[str, list[float]]]:
     """Train a GPT on next-token prediction; return it and its history.
 
+    The run is reproducible from ``training.seed`` alone: the new model's weights, the batches
+    and any dropout draw from random number generators seeded with it, and the caller's global
+    RNG state is the same afterwards as before (the run works on a fork of it,
+    ``torch.random.fork_rng``).
+
     Args:
         config: a :class:`~dlcourse.transformer.GPTConfig` (a new model is built with ``training.seed``) or a model.
         train_ids, val_ids: 1-D token tensors.
@@ -154,18 +159,24 @@ def train_gpt(config: GPTConfig | GPT, train_ids: Tensor, val_ids: Tensor, train
         per evaluation, and ``reached`` (the step the target was met, or ``None``) under the key
         ``"reached"``.
     """
-    from tqdm.auto import tqdm
-
     from dlcourse.device import get_device
 
     cfg = CHAPTER_TRAINING if training is None else training
-    if isinstance(config, GPT):
-        model = config
-        device = next(model.parameters()).device if device is None else torch.device(device)
-    else:
-        torch.manual_seed(cfg.seed)
-        model = GPT(config)
-        device = get_device() if device is None else torch.device(device)
+    if device is None:
+        device = next(config.parameters()).device if isinstance(config, GPT) else get_device()
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's global RNG state is restored on the way out
+        torch.manual_seed(cfg.seed)  # seeds the fork only
+        return _train_gpt(config, train_ids, val_ids, cfg, target_loss, device, progress)
+
+
+def _train_gpt(config: GPTConfig | GPT, train_ids: Tensor, val_ids: Tensor, cfg: TrainConfig,
+               target_loss: float | None, device: torch.device, progress: bool) -> tuple[GPT, dict[str, list[float]]]:
+    """:func:`train_gpt`'s run, on a seeded fork of the global RNG."""
+    from tqdm.auto import tqdm
+
+    model = config if isinstance(config, GPT) else GPT(config)
     model.to(device).train()
     block = model.config.block_size
     decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices decay; biases and norms do not
