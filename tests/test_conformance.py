@@ -30,6 +30,7 @@ from torch.testing._internal.common_modules import module_db  # noqa: E402
 from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
 
 from conformance import TALLY, OUTCOMES, Outcome, Report, clear_refusal, compare, describe, fresh, leaves  # noqa: E402
+from dlcourse import _fast  # noqa: E402
 from dlcourse import functional as F  # noqa: E402
 from dlcourse._checks import _same_value  # noqa: E402
 from dlcourse import nn as dnn  # noqa: E402
@@ -37,6 +38,15 @@ from dlcourse import optim as doptim  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
+
+# What has a tuned kernel in dlcourse._fast runs every sample twice: the readable code
+# (DLCOURSE_FAST=0) and the kernel (DLCOURSE_FAST=1, the default).
+WITH_FAST_PATH = {"conv2d", "cross_entropy", "Conv2d", "LSTM"}
+
+
+def _paths(name: str) -> list[tuple[str, str]]:
+    """``(suffix for the tally, DLCOURSE_FAST value)`` for each path ``name`` has."""
+    return [(" readable", "0"), (" fast", "1")] if name in WITH_FAST_PATH else [("", "1")]
 
 # ------------------------------------------------------------------------------------------
 # Functions: OpInfo name (and variant) -> (dlcourse function, PyTorch function)
@@ -113,11 +123,17 @@ def _seed(*key) -> int:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("key", list(OPS), ids=_op_id)
-def test_function_samples(key, dtype, device, supported):
+def test_function_samples(key, dtype, device, supported, monkeypatch):
     """Every OpInfo sample: the same values and gradients as PyTorch, or a clear refusal."""
     supported(device, dtype)
     ours, theirs = OPS[key]
-    report = Report(f"{ours.__name__}{'/' + key[1] if key[1] else ''} {str(dtype)[6:]}")
+    for suffix, fast in _paths(ours.__name__):
+        monkeypatch.setenv(_fast.ENV, fast)
+        _function_samples(key, ours, theirs, dtype, device, suffix)
+
+
+def _function_samples(key, ours, theirs, dtype, device, suffix):
+    report = Report(f"{ours.__name__}{'/' + key[1] if key[1] else ''} {str(dtype)[6:]}{suffix}")
     for i, sample in enumerate(_OPINFO[key].sample_inputs(device, dtype, requires_grad=True)):
         kwargs = dict(sample.kwargs)
         check = None
@@ -231,14 +247,20 @@ def _torch_self_attention(m, args, kwargs):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(MODULES))
-def test_module_samples(name, dtype, device, supported):
+def test_module_samples(name, dtype, device, supported, monkeypatch):
     """Every ModuleInfo sample, in training and in evaluation mode: our module, loaded with the torch
     module's parameters, gives the same outputs and gradients (input and parameters), or refuses."""
     supported(device, dtype)
+    for suffix, fast in _paths(name):
+        monkeypatch.setenv(_fast.ENV, fast)
+        _module_samples(name, dtype, device, suffix)
+
+
+def _module_samples(name, dtype, device, suffix):
     info, ours = _MODULEINFO[name], MODULES[name]
-    report = Report(f"{ours.__name__} {str(dtype)[6:]}")
+    report = Report(f"{ours.__name__} {str(dtype)[6:]}{suffix}")
     derived = Report(f"{ours.__name__} ({'one layer' if name in ('RNN', 'LSTM') else 'self-attention'}) "
-                     f"{str(dtype)[6:]}")
+                     f"{str(dtype)[6:]}{suffix}")
     names = NAMES[name]
     for training in (True, False):
         inputs = info.module_inputs_func(info, device=device, dtype=dtype, requires_grad=True, training=training)

@@ -17,6 +17,7 @@ from dlcourse import functional as F
 from dlcourse import nn as dnn
 from dlcourse import optim
 from dlcourse._checks import Unsupported
+from fast_paths import path  # noqa: F401  (the fixture: readable code and dlcourse._fast kernel)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # --- cross_entropy -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ignore_index", [-100, 1])
-def test_cross_entropy_all_targets_ignored_gives_zero_gradient(device, ignore_index):
+def test_cross_entropy_all_targets_ignored_gives_zero_gradient(device, ignore_index, path):
     """An all-padding batch: the loss is NaN (0/0, as PyTorch), the gradient 0 (was NaN), so a
     step leaves the weights finite."""
     g = torch.Generator().manual_seed(0)
@@ -125,7 +126,7 @@ def test_rnn_flags_must_be_bool(cls, arg, value):
 
 
 @pytest.mark.parametrize("cls", [dnn.RNN, dnn.LSTM, dnn.RNNCell, dnn.LSTMCell])
-def test_recurrent_input_of_another_dtype_is_our_error(cls):
+def test_recurrent_input_of_another_dtype_is_our_error(cls, path):
     """float32 input to a float64 module: our error naming both dtypes (was torch's internal one)."""
     m = cls(3, 4).double()
     x = torch.randn(2, 3)
