@@ -18,22 +18,71 @@ from dlcourse_tools.grading.autograde import Options, gradebook
 from dlcourse_tools.grading.submissions import read_record
 
 
+CSV_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email", "raw_score",
+               "late_submission_penalty", "score", "max_score", "name"]
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet shows as text: no formula from a name like ``=HYPERLINK(...)``."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _number(text) else text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def export_csv(course: Path, to: Path | None = None, db_url: str | None = None) -> Path:
-    """nbgrader's CSV export of every grade of the course (``grades.csv`` by default)."""
-    from nbgrader.plugins.export import CsvExportPlugin
+    """Every grade of the course as CSV (``grades.csv`` by default): one row per student and lab.
+
+    The columns of nbgrader's CSV export (``assignment, duedate, timestamp, student_id, last_name,
+    first_name, email, raw_score, late_submission_penalty, score, max_score``; a student without a
+    submission has 0) plus ``name``, the display name exactly as the LMS gave it at import
+    (``grading/students.json``). Unlike nbgrader's export it is UTF-8 and quoted, so names with
+    commas or any script survive, and a cell that a spreadsheet would run as a formula starts with ``'``.
+    """
+    from nbgrader.api import MissingEntry
+
+    from dlcourse_tools.grading.submissions import load_registry
 
     to = Path(to or Path(course) / "grades.csv")
+    display = load_registry(course)["names"]
+    rows = []
     with gradebook(course, Options(db_url=db_url)) as gb:
-        plugin = CsvExportPlugin()
-        plugin.to = str(to)
-        plugin.export(gb)
+        for assignment in gb.assignments:
+            for student in gb.students:
+                row = {"assignment": assignment.name, "duedate": assignment.duedate, "student_id": student.id,
+                       "last_name": student.last_name, "first_name": student.first_name, "email": student.email,
+                       "max_score": assignment.max_score, "name": display.get(student.id, "")}
+                try:
+                    submission = gb.find_submission(assignment.name, student.id)
+                except MissingEntry:
+                    row.update(timestamp="", raw_score=0.0, late_submission_penalty=0.0, score=0.0)
+                else:
+                    penalty = submission.late_submission_penalty or 0.0
+                    row.update(timestamp=submission.timestamp, raw_score=submission.score,
+                               late_submission_penalty=penalty, score=max(0.0, submission.score - penalty))
+                rows.append([_cell(row[c]) for c in CSV_COLUMNS])
+    with open(to, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
     return to
 
 
 def scores(course: Path, lab: str, db_url: str | None = None) -> tuple[list[str], dict[str, dict[str, float]], dict[str, float]]:
     """(test names in notebook order, student -> test -> score, test -> max score) of one lab."""
+    from nbgrader.api import MissingEntry
+
     with gradebook(course, Options(db_url=db_url)) as gb:
-        assignment = gb.find_assignment(lab)
+        try:
+            assignment = gb.find_assignment(lab)
+        except MissingEntry:
+            raise ValueError(f"{lab} is not in the gradebook: release it first (make release LAB={lab})") from None
         tests: list[str] = []
         maxima: dict[str, float] = {}
         for nb in assignment.notebooks:
@@ -61,6 +110,11 @@ def problems(course: Path, lab: str) -> list[tuple[str, str]]:
     out += [(s, f"several notebooks; graded the newest, ignored {', '.join(old)}")
             for s, old in sorted(imp.get("ignored", {}).items())]
     out += [("?", f"no student found in the file name {f!r}") for f in imp.get("unmatched", [])]
+    keys = {key: sid for sid, key in imp.get("keys", {}).items()}
+    for shared, names in sorted(imp.get("collisions", {}).items()):
+        kept = ", ".join(f"{n!r} as {keys[n]}" if n in keys else repr(n) for n in names)
+        out.append((shared, f"name collision: {len(names)} distinct students would share the ID {shared}; "
+                            f"kept apart, not merged: {kept}"))
     for student, r in sorted(record.get("autograde", {}).items()):
         if not r.get("success", True):
             out.append((student, "autograding failed: " + (r.get("error") or "").strip().splitlines()[-1:][0]
@@ -94,26 +148,35 @@ def report(course: Path, lab: str, db_url: str | None = None) -> Path:
             w.writerow([student, *[row.get(t, 0.0) for t in tests], sum(row.values())])
     totals = [sum(row.values()) for row in table.values()]
     fractions = [sum(row.get(t, 0.0) for row in table.values()) / (maxima[t] * max(1, len(table))) for t in tests]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
-    ax1.hist(totals, bins=min(20, max(5, int(total_max) + 1)), range=(0, total_max), color="tab:blue", edgecolor="white")
-    ax1.set(xlabel=f"total score (of {total_max:g})", ylabel="students", title=f"{lab}: {len(totals)} submissions")
-    ax2.bar(range(len(tests)), fractions, color="tab:green")
-    ax2.set_xticks(range(len(tests)), [t.removeprefix("test_") for t in tests], rotation=45, ha="right", fontsize=8)
-    ax2.set(ylim=(0, 1), ylabel="mean score / points", title="per test")
-    fig.tight_layout()
-    fig.savefig(out / "report.png", dpi=110)
-    plt.close(fig)
+    if totals:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+        ax1.hist(totals, bins=min(20, max(5, int(total_max) + 1)), range=(0, total_max), color="tab:blue", edgecolor="white")
+        ax1.set(xlabel=f"total score (of {total_max:g})", ylabel="students", title=f"{lab}: {len(totals)} submissions")
+        ax2.bar(range(len(tests)), fractions, color="tab:green")
+        ax2.set_xticks(range(len(tests)), [t.removeprefix("test_") for t in tests], rotation=45, ha="right", fontsize=8)
+        ax2.set(ylim=(0, 1), ylabel="mean score / points", title="per test")
+        fig.tight_layout()
+        fig.savefig(out / "report.png", dpi=110)
+        plt.close(fig)
+    else:
+        (out / "report.png").unlink(missing_ok=True)  # a stale plot would show grades that are gone
     issues = problems(course, lab)
-    mean = sum(totals) / len(totals) if totals else 0.0
-    lines = [f"# Grade report: {lab}", "",
-             f"{len(totals)} graded submissions, mean {mean:.2f} / {total_max:g}, "
-             f"{sum(t == total_max for t in totals)} with full marks, {sum(t == 0 for t in totals)} with 0.", "",
-             "![score distribution](report.png)", "",
-             "| test | points | mean | full marks |", "|---|---|---|---|"]
-    for t, frac in zip(tests, fractions):
-        full = sum(row.get(t, 0.0) == maxima[t] for row in table.values())
-        lines.append(f"| {t} | {maxima[t]:g} | {frac * maxima[t]:.2f} | {full}/{len(table)} |")
-    lines += ["", f"## Submissions to look at ({len(issues)})", ""]
+    if totals:
+        mean = sum(totals) / len(totals)
+        summary = (f"{len(totals)} graded submissions, mean {mean:.2f} / {total_max:g}, "
+                   f"{sum(t == total_max for t in totals)} with full marks, {sum(t == 0 for t in totals)} with 0.")
+    else:
+        summary = (f"No graded submissions of {lab} yet: nothing to average "
+                   f"(import and autograde first: make import autograde LAB={lab} FROM=...).")
+    lines = [f"# Grade report: {lab}", "", summary, ""]
+    if totals:
+        lines += ["![score distribution](report.png)", "",
+                  "| test | points | mean | full marks |", "|---|---|---|---|"]
+        for t, frac in zip(tests, fractions):
+            full = sum(row.get(t, 0.0) == maxima[t] for row in table.values())
+            lines.append(f"| {t} | {maxima[t]:g} | {frac * maxima[t]:.2f} | {full}/{len(table)} |")
+        lines.append("")
+    lines += [f"## Submissions to look at ({len(issues)})", ""]
     lines += [f"- **{s}**: {why}" for s, why in issues] or ["None: every submission was read and ran normally."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
