@@ -225,6 +225,8 @@ def step_wheels(ctx: dict, report) -> tuple[str, str, dict]:
                             *map(str, wheels)], ctx["remaining"](), log=Path(ctx["log"]))
     if rc != 0:
         return "failed", "pip install " + ("timed out" if rc is None else f"exited {rc}") + f": {tail(text, 3)}", details
+    details["installed"] = sorted(p.name for p in Path(ctx["site"]).iterdir()
+                                  if not p.name.endswith((".dist-info", ".pth")) and p.name not in ("bin", "share"))
     return "ok", f"{len(wheels)} wheels ({details['size_mib']} MiB) installed into {ctx['site']}", details
 
 
