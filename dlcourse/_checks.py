@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["Unsupported", "torch_signature", "require_bool", "require_tensor", "check_int", "int_pair",
+__all__ = ["Unsupported", "same_value", "torch_signature", "require_bool", "require_tensor", "check_int", "int_pair",
            "check_class_indices"]
 
 
@@ -37,7 +37,7 @@ class Unsupported(NotImplementedError):
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _same_value(value: object, accepted: object) -> bool:
+def same_value(value: object, accepted: object) -> bool:
     """Whether ``value`` asks for exactly what ``accepted`` asks for (no tensor ever does)."""
     if isinstance(value, Tensor) or isinstance(accepted, Tensor):
         return False
@@ -46,10 +46,13 @@ def _same_value(value: object, accepted: object) -> bool:
     if isinstance(accepted, numbers.Real) and isinstance(value, numbers.Real):
         return value == accepted
     if isinstance(accepted, tuple) and isinstance(value, (tuple, list)):
-        return len(value) == len(accepted) and all(_same_value(v, a) for v, a in zip(value, accepted))
+        return len(value) == len(accepted) and all(same_value(v, a) for v, a in zip(value, accepted))
     if isinstance(accepted, int) and isinstance(value, (tuple, list)):  # dilation=(1, 1) is dilation=1
-        return all(_same_value(v, accepted) for v in value) and len(value) in (1, 2)
+        return all(same_value(v, accepted) for v in value) and len(value) in (1, 2)
     return type(value) is type(accepted) and value == accepted
+
+
+_same_value = same_value  # the name tests/test_conformance.py imports
 
 
 def torch_signature(*torch_rest: tuple[str, Any], name: str | None = None) -> Callable:
@@ -88,7 +91,7 @@ def torch_signature(*torch_rest: tuple[str, Any], name: str | None = None) -> Ca
                 value = kwargs[key]
                 if key not in accepted:
                     raise TypeError(f"{fn}: got an unexpected keyword argument {key!r}")
-                if not _same_value(value, accepted[key]):
+                if not same_value(value, accepted[key]):
                     shown_value = f"a {type(value).__name__}" if isinstance(value, Tensor) else repr(value)
                     raise Unsupported(
                         f"{fn}: dlcourse does not support {key}={shown_value} (PyTorch's {key}); "

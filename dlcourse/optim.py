@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dlcourse._checks import Unsupported, _same_value, torch_signature
+from dlcourse._checks import Unsupported, same_value as _same_value, torch_signature
 
 __all__ = ["SGD", "RMSprop", "Adagrad", "Adam"]
 
