@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckError", "ForbiddenCallError", "close", "equal", "shape", "forbid", "shortcuts",
-           "check_function", "derivative", "random_tensor", "passed"]
+           "check_function", "derivative", "random_tensor", "passed", "vjp"]
 
 # Default tolerances per dtype: loose enough for a different but correct formula, tight enough
 # that an off-by-a-term bug fails.
@@ -41,7 +41,17 @@ _TOLERANCES = {
 
 
 class CheckError(AssertionError):
-    """A check failed; the message says what was expected and what was found."""
+    """A check failed; the message says what was expected and what was found.
+
+    In a notebook (JupyterLab, Colab: IPython kernels) a failed check reads as its one sentence,
+    ``CheckError: relu(x): wrong shape: expected (2, 4), got (2, 3)``, and the cell is still marked
+    failed: the traceback through this module would only hide the sentence. Anywhere else (plain
+    Python, pytest) it is an ordinary ``AssertionError`` with its full traceback.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython's hook: the lines it shows for this exception instead of the traceback.
+        return [f"{type(self).__name__}: {self}"]
 
 
 class ForbiddenCallError(CheckError):
@@ -460,3 +470,38 @@ def derivative(f: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
             raise ValueError("derivative: f must map a tensor to a tensor of the same shape (elementwise)")
         (grad,) = torch.autograd.grad(y.sum(), xr)
     return grad
+
+
+def vjp(f: Callable[..., Any], *inputs: Any, upstream: Tensor | None = None, wrt: Iterable[int] | None = None,
+        **kwargs: Any) -> tuple[Any, tuple[Tensor | None, ...]]:
+    """``f(*inputs, **kwargs)`` and the gradients autograd gives its inputs: ``(output, grads)``.
+
+    The gradients are those of ``(output * upstream).sum()`` (of ``output.sum()`` without
+    ``upstream``) with respect to ``inputs[i]`` for each ``i`` in ``wrt`` (default: every tensor
+    input that requires a gradient); ``None`` for an input the output does not depend on. When
+    ``f`` is the student's function under autograding, both are computed in the student's
+    process, where the function lives; the caller compares them with its reference.
+
+    Raises:
+        CheckError: the output is not a tensor, or carries no gradient.
+    """
+    if wrt is None:
+        wrt = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    wrt = list(wrt)
+    remote = getattr(type(f), "__dlcourse_vjp__", None)
+    if remote is not None:  # the grader's proxy of a function in the student's process
+        output, grads = remote(f, inputs, kwargs, upstream, wrt)
+    else:
+        output = f(*inputs, **kwargs)
+        if not isinstance(output, Tensor) or not output.requires_grad:
+            grads = None
+        else:
+            target = output.sum() if upstream is None else output
+            grads = torch.autograd.grad(target, [inputs[i] for i in wrt], upstream, allow_unused=True)
+    name = getattr(f, "__name__", "the function")
+    if not isinstance(output, Tensor):
+        raise CheckError(f"{name} returned {type(output).__name__}, expected a tensor")
+    if grads is None:
+        raise CheckError(f"{name}: the output carries no gradient; use torch operations on the inputs so "
+                         "autograd can follow them")
+    return output, tuple(grads)

@@ -1,26 +1,36 @@
-"""Parallel autograding: nbgrader's ``autograde`` for many students at once, with a consistent gradebook.
+"""Autograding a lab for a whole class: each submission judged outside the student's process.
 
-nbgrader grades one submission after another (nbgrader issue #174). Here a pool of ``W`` worker
-processes each run nbgrader's own ``Autograde`` converter (through ``NbGraderAPI.autograde``)
-for one student at a time, with the course's preprocessors swapped for
-:mod:`dlcourse_tools.grading.execute`'s. Notebook execution, the slow part, runs in parallel; every
-gradebook session of every worker holds one inter-process lock (a file next to an SQLite
-gradebook), so writes never interleave: no "database is locked", no lost or duplicated
-grades. With a PostgreSQL gradebook the server orders concurrent sessions itself, so course
-teams may also grade from several machines at once (each machine its own set of students).
+For every student, every notebook of the lab is graded by a :class:`~dlcourse_tools.grading.judge.Judge`:
+the student's cells run in a sandboxed process of their own, the instructor's tests (hidden
+ones included, read from ``solutions/``) run in the grader's process, and the verdicts are
+made there (see :mod:`dlcourse_tools.grading.judge`). The results go where nbgrader keeps them,
+so that ``feedback``, ``export``, the formgrader and ``report`` work as with nbgrader's own
+autograder:
 
-A progress bar shows done/total, the rate and the ETA. Each grading also writes a line per
-submission to ``grading/<lab>.json`` (time, kernel deaths, timeouts, tampering), which the
-grade report reads.
+- the scores into nbgrader's gradebook (``Grade.auto_score`` of each test cell);
+- ``autograded/<student>/<lab>/<notebook>.ipynb``: the submission as the student wrote it,
+  with the released (visible) source of each test cell, each test's printed output and one-line
+  error, sanitized (no HTML or scripts of the student's, outputs capped);
+- one line per submission in ``grading/<lab>.json`` (time, deaths, time-outs, forbidden calls),
+  which the report reads.
+
+``W`` worker processes grade ``W`` students at a time (a progress bar shows the rate and the
+ETA). Every gradebook session holds one inter-process lock (a file next to the course), taken
+by this module around its own sessions, so writes never interleave.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,15 +41,19 @@ COURSE_ID = "dlcourse"
 
 @dataclass
 class Options:
-    """Settings of an autograding run (all but ``workers`` go to nbgrader's config).
+    """Settings of an autograding run.
 
     Attributes:
-        workers: worker processes (each runs one kernel at a time).
-        timeout: per-cell timeout in seconds (a cell over it is interrupted, the rest still runs).
-        cpu_s, wall_s, memory_mb: per-kernel limits (see :class:`dlcourse_tools.grading.sandbox.Limits`).
-        sandboxed: run kernels in the sandbox (turn off only where namespaces are unavailable).
+        workers: worker processes (each grades one submission at a time).
+        timeout: seconds for one cell of the student's or one test.
+        cpu_s, wall_s, memory_mb: limits of the student's process (see
+            :class:`dlcourse_tools.grading.sandbox.Limits`); ``wall_s`` also bounds the whole
+            submission, restarts included.
+        sandboxed: run the student's code in the sandbox (turn off only where Linux namespaces
+            are unavailable, and only for code you trust).
         db_url: the gradebook (default: ``sqlite:///<course>/gradebook.db``).
-        scratch: where kernels' scratch folders go (default: the system's temp folder).
+        scratch: where the student's processes get their scratch folders (default: the system's
+            temporary folder).
     """
 
     workers: int = 1
@@ -57,110 +71,219 @@ def db_url_of(course: Path, options: Options) -> str:
     return options.db_url or f"sqlite:///{Path(course).resolve() / 'gradebook.db'}"
 
 
-def nbgrader_config(course: Path, options: Options):
-    """The course's ``nbgrader_config.py`` with the autograder's preprocessors and limits on top."""
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
-                                        SaveAutoGrades)
-    from traitlets.config import Config
+def course_config(course: Path) -> dict[str, Any]:
+    """The course's ``CourseDirectory`` settings from ``nbgrader_config.py`` (source and release folders)."""
     from traitlets.config.loader import PyFileConfigLoader
 
-    from dlcourse_tools.grading.execute import GuardedExecute, RestoreMetadata
-
-    config = Config()
+    found = {"source_directory": "source", "release_directory": "release", "course_id": COURSE_ID}
     if (Path(course) / "nbgrader_config.py").is_file():
-        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config())
-    c = Config()
-    c.CourseDirectory.root = str(Path(course).resolve())
-    c.CourseDirectory.course_id = config.get("CourseDirectory", {}).get("course_id", COURSE_ID)
-    c.CourseDirectory.db_url = db_url_of(course, options)
-    c.Autograde.sanitize_preprocessors = [RestoreMetadata, ClearOutput, DeduplicateIds, OverwriteKernelspec,
-                                          OverwriteCells, CheckCellMetadata]
-    c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
-                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
-    c.OverwriteCells.add_missing_cells = True  # a deleted test cell is put back and graded
-    c.RestoreMetadata.release_directory = str(Path(course).resolve() / config.get("CourseDirectory", {}).get(
-        "release_directory", "release"))
-    for cls in ("Execute", "ExecutePreprocessor", "GuardedExecute"):
-        c[cls].timeout = options.timeout
-    c.GuardedExecute.sandboxed = options.sandboxed
-    c.GuardedExecute.cpu_s = options.cpu_s
-    c.GuardedExecute.wall_s = options.wall_s
-    c.GuardedExecute.memory_mb = options.memory_mb
-    c.GuardedExecute.scratch_root = options.scratch or ""
-    config.merge(c)
-    for key, value in options.extra_config.items():  # "Class.trait": value
-        cls, trait = key.split(".", 1)
-        config[cls][trait] = value
-    return config
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+        found.update({k: v for k, v in config.get("CourseDirectory", {}).items() if k in found})
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
-# The gradebook lock
+# The gradebook, behind one lock
 # ---------------------------------------------------------------------------------------------
 
-_lock_depth = 0
+_held: dict[str, Any] = {}
 
 
-def install_gradebook_lock(lock_path: Path) -> None:
-    """Make every ``nbgrader.api.Gradebook`` session of this process hold ``lock_path`` (flock).
-
-    Re-entrant within the process (nbgrader sometimes nests sessions); other processes wait.
-    """
+@contextlib.contextmanager
+def gradebook_lock(course: Path) -> Iterator[None]:
+    """Hold the course's gradebook lock (``.gradebook.lock``, flock); re-entrant within a process."""
     import fcntl
 
-    from nbgrader.api import Gradebook
-
-    if getattr(Gradebook, "_dlcourse_locked", False):
-        Gradebook._dlcourse_lock_path = str(lock_path)
-        return
-    original_init, original_close = Gradebook.__init__, Gradebook.close
-    handle: dict[str, Any] = {}
-
-    def acquire() -> None:
-        global _lock_depth
-        if _lock_depth == 0:
-            handle["f"] = open(Gradebook._dlcourse_lock_path, "a+")
-            fcntl.flock(handle["f"], fcntl.LOCK_EX)
-        _lock_depth += 1
-
-    def release() -> None:
-        global _lock_depth
-        _lock_depth -= 1
-        if _lock_depth == 0:
-            fcntl.flock(handle["f"], fcntl.LOCK_UN)
-            handle.pop("f").close()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        acquire()
+    path = str(Path(course).resolve() / ".gradebook.lock")
+    if path in _held:
+        _held[path][1] += 1
         try:
-            original_init(self, *args, **kwargs)
-        except BaseException:
-            release()
-            raise
-        self._dlcourse_held = True
-
-    def close(self) -> None:
-        try:
-            original_close(self)
+            yield
         finally:
-            if getattr(self, "_dlcourse_held", False):
-                self._dlcourse_held = False
-                release()
+            _held[path][1] -= 1
+        return
+    handle = open(path, "a+")  # noqa: SIM115 (held for the block)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    _held[path] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _held[path]
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
-    Gradebook.__init__, Gradebook.close = __init__, close
-    Gradebook._dlcourse_locked = True
-    Gradebook._dlcourse_lock_path = str(lock_path)
 
+@contextlib.contextmanager
+def gradebook(course: Path, options: Options | None = None) -> Iterator[Any]:
+    """An open ``nbgrader.api.Gradebook`` of the course, with the gradebook lock held."""
+    import warnings
 
-def gradebook(course: Path, options: Options | None = None):
-    """An open ``nbgrader.api.Gradebook`` of the course (use it in a ``with`` block)."""
     from nbgrader.api import Gradebook
 
     options = options or Options()
-    install_gradebook_lock(Path(course).resolve() / ".gradebook.lock")
-    return Gradebook(db_url_of(course, options), course_id=COURSE_ID)
+    with gradebook_lock(course), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="nbgrader")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        with Gradebook(db_url_of(course, options), course_id=COURSE_ID) as gb:
+            yield gb
+
+
+# ---------------------------------------------------------------------------------------------
+# One submission
+# ---------------------------------------------------------------------------------------------
+
+def lab_notebooks(course: Path, lab: str) -> list[str]:
+    cfg = course_config(course)
+    return sorted(p.stem for p in (Path(course) / cfg["source_directory"] / lab).glob("*.ipynb"))
+
+
+def _sandbox(options: Options) -> Any:
+    if not options.sandboxed:
+        return None
+    from dlcourse_tools.grading.sandbox import Limits, Sandbox
+
+    return Sandbox(limits=Limits(cpu_s=options.cpu_s, wall_s=options.wall_s, memory_mb=options.memory_mb))
+
+
+def grade_submission(course: Path, lab: str, student: str, options: Options) -> dict[str, Any]:
+    """Judge every notebook of ``student``'s submission of ``lab``; writes autograded/ and the gradebook."""
+    import nbformat
+
+    from dlcourse_tools.grading.judge import Budget, Judge, StudentProcess, read_notebook
+
+    course = Path(course).resolve()
+    cfg = course_config(course)
+    started = time.monotonic()
+    record: dict[str, Any] = {"student": student, "lab": lab, "success": True, "error": "", "seconds": 0.0,
+                              "exec_seconds": 0.0, "kernel_deaths": [], "timeouts": [], "tampering": [],
+                              "notebooks": [], "tests": {}}
+    scores: dict[str, dict[str, float]] = {}
+    base = Path(options.scratch or tempfile.gettempdir()) / "dlcourse-grading"
+    base.mkdir(parents=True, exist_ok=True)
+    budget = Budget(cell_s=options.timeout, total_s=options.wall_s)
+    for name in lab_notebooks(course, lab):
+        source = nbformat.read(course / cfg["source_directory"] / lab / f"{name}.ipynb", as_version=4)
+        release = nbformat.read(course / cfg["release_directory"] / lab / f"{name}.ipynb", as_version=4)
+        submitted = course / "submitted" / student / lab / f"{name}.ipynb"
+        submission = read_notebook(submitted) if submitted.is_file() else None
+        scratch = Path(tempfile.mkdtemp(prefix=f"{len(student)}-", dir=base))
+        os.chmod(scratch, 0o755)
+        process = StudentProcess(_sandbox(options), scratch)
+        try:
+            report = Judge(source, release, submission, process, budget).grade()
+        except Exception as err:  # noqa: BLE001 (a grader bug must not stop the class)
+            record["success"] = False
+            record["error"] = f"{type(err).__name__}: {err}"
+            report = None
+        finally:
+            process.kill()
+            shutil.rmtree(scratch, ignore_errors=True)
+        record["notebooks"].append(name)
+        if report is None:
+            continue
+        record["exec_seconds"] += report.seconds
+        record["kernel_deaths"] += report.deaths
+        record["timeouts"] += [gid for gid, t in report.tests.items() if t.error and "time limit" in t.error]
+        record["tampering"] += [{"grade_id": None, "when": "forbidden", "changed": [f]} for f in report.forbidden]
+        scores[name] = {gid: t.score for gid, t in report.tests.items()}
+        record["tests"].update({gid: {"score": t.score, "points": t.points, "error": t.error,
+                                      "seconds": round(t.seconds, 2)} for gid, t in report.tests.items()})
+        write_autograded(course, lab, student, name, release, submission, report)
+    if record["success"]:
+        save_scores(course, lab, student, scores, options)
+    record["seconds"] = time.monotonic() - started
+    return record
+
+
+def write_autograded(course: Path, lab: str, student: str, name: str, release: Any, submission: Any,
+                     report: Any) -> Path:
+    """``autograded/<student>/<lab>/<name>.ipynb``: the submission with released test cells and the judge's outputs."""
+    import nbformat
+
+    from dlcourse_tools.grading.judge import is_test, nbgrader_meta, released_source
+
+    nb = copy.deepcopy(submission if submission is not None else release)
+    released = {nbgrader_meta(c).get("grade_id"): c for c in release.cells if nbgrader_meta(c).get("grade_id")}
+    cells, seen = [], set()
+    for i, cell in enumerate(nb.cells):
+        meta = nbgrader_meta(cell)
+        gid = meta.get("grade_id")
+        ref = released.get(gid)
+        if ref is None:
+            cell.get("metadata", {}).pop("nbgrader", None)
+        else:
+            seen.add(gid)
+            cell.metadata["nbgrader"] = copy.deepcopy(ref.metadata["nbgrader"])
+            if meta.get("locked") or nbgrader_meta(ref).get("locked"):
+                cell.source = ref.source
+        if cell.get("cell_type") == "code":
+            cell.outputs, cell.execution_count = [], None
+            run = report.cells.get(i) if submission is not None else None
+            if ref is not None and is_test(ref):
+                result = report.tests.get(gid)
+                cell.source = released_source(ref.source)
+                if result is not None:
+                    cell.outputs = _outputs(result.output, result.error)
+            elif run is not None:
+                cell.outputs = _outputs(run.output, run.error)
+        cells.append(cell)
+    for cell in release.cells:  # test cells the submission lost are shown (with their 0)
+        gid = nbgrader_meta(cell).get("grade_id")
+        if gid and gid not in seen and is_test(cell):
+            cell = copy.deepcopy(cell)
+            result = report.tests.get(gid)
+            cell.source = released_source(cell.source)
+            cell.outputs = _outputs(result.output, result.error) if result else []
+            cells.append(cell)
+    nb.cells = cells
+    try:
+        from dlcourse_tools.grading.feedback import sanitize_notebook
+    except ImportError:  # pragma: no cover
+        sanitize_notebook = None
+    if sanitize_notebook is not None:
+        nb = sanitize_notebook(nb)
+    out = Path(course) / "autograded" / student / lab / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    stamp = Path(course) / "submitted" / student / lab / "timestamp.txt"
+    if stamp.is_file():
+        shutil.copy2(stamp, out.parent / "timestamp.txt")
+    return out
+
+
+def _outputs(text: str, error: str | None) -> list[Any]:
+    import nbformat
+
+    outputs = []
+    if text:
+        outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text[-20_000:]))
+    if error:
+        ename, _, evalue = error.partition(": ")
+        outputs.append(nbformat.v4.new_output("error", ename=ename[:100], evalue=evalue[:2000],
+                                              traceback=[error[:2000]]))
+    return outputs
+
+
+def save_scores(course: Path, lab: str, student: str, scores: dict[str, dict[str, float]], options: Options) -> None:
+    """Write the judge's scores into nbgrader's gradebook (the submission is created when new)."""
+    stamp = Path(course) / "submitted" / student / lab / "timestamp.txt"
+    kwargs = {}
+    if stamp.is_file():
+        from nbgrader.utils import parse_utc
+
+        with contextlib.suppress(Exception):
+            kwargs["timestamp"] = parse_utc(stamp.read_text().strip())
+    with gradebook(course, options) as gb:
+        if not any(s.id == student for s in gb.students):
+            gb.update_or_create_student(student)
+        submission = gb.update_or_create_submission(lab, student, **kwargs)
+        for nb in submission.notebooks:
+            got = scores.get(nb.name, {})
+            for grade in nb.grades:
+                grade.auto_score = float(got.get(grade.name, 0.0)) if grade.cell_type == "code" else grade.auto_score
+                grade.manual_score = None
+                grade.needs_manual_grade = False
+        gb.db.commit()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,47 +297,14 @@ def _init_worker(course: str, options: dict[str, Any]) -> None:
     import warnings
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    warnings.filterwarnings("ignore", module="nbgrader")  # nbgrader 0.9's SQLAlchemy 2 session warnings
-    opts = Options(**options)
-    install_gradebook_lock(Path(course) / ".gradebook.lock")
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-
-    config = nbgrader_config(Path(course), opts)
-    coursedir = CourseDirectory(config=config)
-    _worker["api"] = NbGraderAPI(coursedir=coursedir, config=config)
+    warnings.filterwarnings("ignore", module="nbgrader")
     _worker["course"] = Path(course)
+    _worker["options"] = Options(**options)
 
 
 def grade_one(lab: str, student: str) -> dict[str, Any]:
-    """Autograde one student's submission of ``lab`` in this worker; returns what happened."""
-    from dlcourse_tools.grading import execute
-
-    execute.RUNS.clear()
-    started = time.monotonic()
-    cwd = os.getcwd()
-    try:
-        os.chdir(_worker["course"])  # nbgrader resolves the release folder and files from the course root
-        result = _worker["api"].autograde(lab, student, force=True, create=True)
-    finally:
-        os.chdir(cwd)
-    log = result.get("log", "") or ""
-    runs = list(execute.RUNS)
-    return {
-        "student": student, "lab": lab, "success": bool(result.get("success")),
-        "error": (result.get("error") or "")[-2000:], "log": log[-4000:],
-        "seconds": time.monotonic() - started,
-        "exec_seconds": sum(r.get("exec_seconds", 0.0) for r in runs),
-        "kernel_deaths": [d for r in runs for d in r.get("kernel_deaths", [])],
-        "timeouts": [t for r in runs for t in r.get("timeouts", [])],
-        "tampering": [t for r in runs for t in r.get("tampering", [])],
-        "notebooks": [r.get("notebook") for r in runs],
-    }
-
-
-def _init_and_grade(course: str, options: dict[str, Any], lab: str, student: str) -> dict[str, Any]:
-    _init_worker(course, options)
-    return grade_one(lab, student)
+    """Grade one student's submission of ``lab`` in this worker; returns what happened."""
+    return grade_submission(_worker["course"], lab, student, _worker["options"])
 
 
 def submitted_students(course: Path, lab: str) -> list[str]:
@@ -235,18 +325,25 @@ def autograde(course: Path, lab: str, students: list[str] | None = None, options
         progress: show a progress bar with the ETA on stderr.
 
     Returns:
-        One record per student (see :func:`grade_one`), also merged into ``grading/<lab>.json``.
+        One record per student (see :func:`grade_submission`), also merged into ``grading/<lab>.json``.
     """
     from tqdm.auto import tqdm
 
     course = Path(course).resolve()
     options = options or Options()
+    if options.sandboxed:
+        from dlcourse_tools.grading.sandbox import unavailable
+
+        problem = unavailable()
+        if problem:
+            raise RuntimeError(f"the grading sandbox cannot start here: {problem} "
+                               "(grade only code you trust with --no-sandbox)")
     students = sorted(students) if students is not None else submitted_students(course, lab)
     results: list[dict[str, Any]] = []
     if not students:
         return results
     workers = max(1, min(options.workers, len(students)))
-    ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited ZMQ/asyncio state
+    ctx = multiprocessing.get_context("spawn")
     bar = tqdm(total=len(students), desc=f"autograde {lab} (W={workers})", unit="nb", disable=not progress,
                file=sys.stderr, smoothing=0.1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
@@ -260,8 +357,8 @@ def autograde(course: Path, lab: str, students: list[str] | None = None, options
                     results.append(future.result())
                 except Exception as err:  # noqa: BLE001 (a worker died: record it, keep going)
                     results.append({"student": student, "lab": lab, "success": False,
-                                    "error": f"worker failed: {err!r}", "log": "", "seconds": 0.0,
-                                    "exec_seconds": 0.0, "kernel_deaths": [], "timeouts": [], "tampering": []})
+                                    "error": f"worker failed: {err!r}", "seconds": 0.0, "exec_seconds": 0.0,
+                                    "kernel_deaths": [], "timeouts": [], "tampering": [], "tests": {}})
                 bar.update(1)
                 bar.set_postfix_str(f"last: {student}")
     bar.close()
@@ -273,9 +370,10 @@ def record_results(course: Path, lab: str, results: list[dict[str, Any]]) -> Pat
     """Merge ``results`` into ``grading/<lab>.json`` (one entry per student, latest wins)."""
     path = Path(course) / "grading" / f"{lab}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    grades = data.setdefault("autograde", {})
-    for r in results:
-        grades[r["student"]] = {k: v for k, v in r.items() if k != "log"}
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    with gradebook_lock(course):
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        grades = data.setdefault("autograde", {})
+        for r in results:
+            grades[r["student"]] = {k: v for k, v in r.items() if k != "log"}
+        path.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
     return path
