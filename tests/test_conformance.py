@@ -411,10 +411,11 @@ def _guard(run) -> Outcome:
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_optimizer_inputs(name, device):
+def test_optimizer_inputs(name, device, supported):
     """Each OptimizerInfo configuration: construction refused by name, or the same trajectory as
     torch.optim, and state dicts that round-trip both ways (50 steps after loading); a torch.optim
     state made with a refused option is refused by name when loaded."""
+    supported(device, torch.float64)  # the parameters are float64 and complex128
     ours, theirs = OPTIMIZERS[name], _OPTIMINFO[name].optim_cls
     report = Report(f"{name}")
     trips = Report(f"{name} state_dict round trips")

@@ -25,9 +25,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # --- cross_entropy -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ignore_index", [-100, 1])
-def test_cross_entropy_all_targets_ignored_gives_zero_gradient(device, ignore_index, path):
+def test_cross_entropy_all_targets_ignored_gives_zero_gradient(device, ignore_index, path, supported):
     """An all-padding batch: the loss is NaN (0/0, as PyTorch), the gradient 0 (was NaN), so a
     step leaves the weights finite."""
+    supported(device, torch.float64)
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
     target = torch.full((4,), ignore_index, device=device)
@@ -88,7 +89,8 @@ def test_sdpa_torch_positional_order_is_refused_not_silently_non_causal(device):
         F.scaled_dot_product_attention(q, k, v, is_causal="False")
 
 
-def test_attention_with_zero_keys_gives_zeros_as_torch(device):
+def test_attention_with_zero_keys_gives_zeros_as_torch(device, supported):
+    supported(device, torch.float64)
     q = torch.randn(2, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
     k = torch.randn(2, 0, 4, dtype=torch.float64, device=device, requires_grad=True)
     v = torch.randn(2, 0, 5, dtype=torch.float64, device=device, requires_grad=True)
@@ -99,7 +101,8 @@ def test_attention_with_zero_keys_gives_zeros_as_torch(device):
 
 
 @pytest.mark.parametrize("shape, dim", [((5, 0, 0), -1), ((3, 0), 1), ((0,), 0), ((2, 0), 0)])
-def test_softmax_of_a_zero_size_tensor(shape, dim, device):
+def test_softmax_of_a_zero_size_tensor(shape, dim, device, supported):
+    supported(device, torch.float64)
     x = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
     out = F.softmax(x, dim)
     torch.testing.assert_close(out, torch.softmax(x, dim))
