@@ -290,6 +290,21 @@ _WEIGHTED = (Linear, Conv2d, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
              nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """The number of parameters of ``model``: ``sum(p.numel() for p in model.parameters())``.
+
+    Works on the ``"meta"`` device (shapes without memory), so a layer too large for the
+    machine can still be counted. A parameter shared by two layers is counted once.
+
+    Args:
+        model: any ``nn.Module``.
+        trainable_only: count only the parameters with ``requires_grad`` (those training changes).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_parameters: expected an nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
 def layer_table(model: nn.Module, x: Tensor, skip: tuple[type, ...] = ()) -> list[dict]:
     """What every layer of ``model`` does to the input ``x``: one row per leaf layer, in running order.
 

@@ -69,3 +69,17 @@ def test_hooks_are_removed_even_when_the_model_fails():
 def test_bad_arguments_are_clear_errors(model, x, match):
     with pytest.raises(TypeError, match=f"layer_table: {match}"):
         layer_table(model, x)
+
+
+def test_count_parameters_counts_every_parameter_once_and_on_meta():
+    from dlcourse.nn import count_parameters
+
+    small = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    assert count_parameters(small) == 4 * 4 + 4 + 4 * 1 + 1
+    small[0].weight.requires_grad_(False)
+    assert count_parameters(small, trainable_only=True) == 4 + 4 * 1 + 1
+    shared = torch.nn.Linear(3, 3)
+    assert count_parameters(torch.nn.Sequential(shared, shared)) == 12  # a shared layer once
+    assert count_parameters(torch.nn.Linear(480_000, 480_000, device="meta")) == 480_000 * 480_001
+    with pytest.raises(TypeError, match="expected an nn.Module"):
+        count_parameters(torch.zeros(3))
