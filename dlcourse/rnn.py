@@ -70,8 +70,10 @@ def _check_weights(weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
     return input_size, hidden_size
 
 
-def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str, fn: str) -> None:
-    """A floating tensor of one of ``ranks`` dimensions whose last one is ``input_size``."""
+def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str, fn: str,
+                 dtype: torch.dtype | None = None) -> None:
+    """A floating tensor of one of ``ranks`` dimensions whose last one is ``input_size`` (and of
+    the weights' ``dtype``, when given: no silent cast, no internal error of PyTorch's)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{fn}: expected the input to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in ranks:
@@ -81,13 +83,17 @@ def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str
                          f"(a {layout} input), got input of shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{fn}: expected a floating-point input, got {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{fn}: expected the input in the weights' dtype {dtype}, got {x.dtype}")
 
 
-def _check_state(h: Tensor, shape: tuple[int, ...], name: str, fn: str) -> None:
+def _check_state(h: Tensor, shape: tuple[int, ...], name: str, fn: str, dtype: torch.dtype | None = None) -> None:
     if not isinstance(h, Tensor):
         raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(h).__name__}")
     if tuple(h.shape) != shape:
         raise ValueError(f"{fn}: expected {name} of shape {shape}, got {tuple(h.shape)}")
+    if dtype is not None and h.dtype != dtype:
+        raise TypeError(f"{fn}: expected {name} in the weights' dtype {dtype}, got {h.dtype}")
 
 
 def _activation(nonlinearity: str, fn: str):
@@ -186,11 +192,11 @@ def rnn(x: Tensor, h0: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Te
     """
     act = _activation(nonlinearity, "rnn")
     input_size, hidden_size = _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 1, "rnn")
-    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "rnn")
+    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "rnn", weight_ih.dtype)
     T, N, _ = x.shape
     if T == 0:
         raise ValueError(f"rnn: expected a sequence of at least one step, got input of shape {tuple(x.shape)}")
-    _check_state(h0, (N, hidden_size), "h0", "rnn")
+    _check_state(h0, (N, hidden_size), "h0", "rnn", weight_ih.dtype)
     bias = None if bias_ih is None else bias_ih + bias_hh
     projected = _affine(x.reshape(T * N, input_size), weight_ih, bias).view(T, N, hidden_size)  # (T, N, H)
     h, outputs = h0, []
@@ -221,13 +227,13 @@ def lstm(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, weight_hh: 
         ``(N, hidden_size)`` each.
     """
     input_size, hidden_size = _check_weights(weight_ih, weight_hh, bias_ih, bias_hh, 4, "lstm")
-    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "lstm")
+    _check_input(x, input_size, (3,), "3-D (T, N, input_size)", "lstm", weight_ih.dtype)
     T, N, _ = x.shape
     if T == 0:
         raise ValueError(f"lstm: expected a sequence of at least one step, got input of shape {tuple(x.shape)}")
     h, c = state
-    _check_state(h, (N, hidden_size), "h0", "lstm")
-    _check_state(c, (N, hidden_size), "c0", "lstm")
+    _check_state(h, (N, hidden_size), "h0", "lstm", weight_ih.dtype)
+    _check_state(c, (N, hidden_size), "c0", "lstm", weight_ih.dtype)
     if _fast.enabled():  # the same LSTM, tuned for speed (dlcourse/_fast/rnn.py)
         return _fast.lstm(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
     outputs = []

@@ -138,6 +138,17 @@ def test_recurrent_input_of_another_dtype_is_our_error(cls, path):
         m(x)
 
 
+@pytest.mark.parametrize("fn, gates", [(F.rnn, 1), (F.lstm, 4)])
+def test_functional_recurrent_input_of_another_dtype_is_our_error(fn, gates, path):
+    w_ih, w_hh = torch.randn(gates * 4, 3, dtype=torch.float64), torch.randn(gates * 4, 4, dtype=torch.float64)
+    h = torch.zeros(2, 4, dtype=torch.float64)
+    state = h if fn is F.rnn else (h, h)
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: expected the input in the weights' dtype torch.float64"):
+        fn(torch.randn(5, 2, 3), state, w_ih, w_hh)
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: expected h0 in the weights' dtype torch.float64"):
+        fn(torch.randn(5, 2, 3, dtype=torch.float64), h.float() if fn is F.rnn else (h.float(), h), w_ih, w_hh)
+
+
 def test_module_arguments_torch_reads_differently_are_refused():
     """torch.nn.Conv2d's sixth argument is dilation, not bias; MultiheadAttention's forward takes
     key and value; LSTM's sixth argument is dropout."""
