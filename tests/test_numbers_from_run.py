@@ -34,8 +34,8 @@ A flagged number is still allowed when
    list stays short and current).
 
 The same test checks that every ``{glue:...}`key``` role in a chapter names a key that one of
-its code cells glues, with a valid format spec (myst-nb reports a missing key or a bad format only
-when the book is built). A key built
+its code cells glues, with a valid format spec, and that no key is glued by two calls (myst-nb
+reports these only when the book is built, and the strict build fails on them). A key built
 with an f-string, ``glue(f"acc_{name}", ...)``, matches any ``acc_<word>``.
 
 One case per notebook, so each chapter fails on its own. To see a chapter's findings::
@@ -212,13 +212,21 @@ def glued_keys(code_sources: list[str]) -> list[re.Pattern]:
     """The keys the code cells glue, as patterns (an f-string's fields match any word)."""
     keys = []
     for source in code_sources:
-        for is_f, _, name in _GLUE_CALL.findall(source):
+        for is_f, _, name in _GLUE_CALL.findall(code_without_comments(source)):
             if is_f:
                 parts = re.split(r"\{[^}]*\}", name)
                 keys.append(re.compile(r"\w+".join(map(re.escape, parts))))
             else:
                 keys.append(re.compile(re.escape(name)))
     return keys
+
+
+def duplicate_keys(code_sources: list[str]) -> list[str]:
+    """Literal keys glued by more than one glue(...) call: myst-nb warns ("glue key duplicate"),
+    and the strict build fails."""
+    names = [name for source in code_sources
+             for is_f, _, name in _GLUE_CALL.findall(code_without_comments(source)) if not is_f]
+    return sorted({name for name in names if names.count(name) > 1})
 
 
 def glue_references(markdown: str) -> list[tuple[str, str]]:
@@ -278,7 +286,7 @@ def check_cells(cells: list[dict], allowed: list[dict] | None = None) -> Report:
                 unexplained.append(finding)
     stale = [n for n in allowed_numerals if n not in used]
     keys = glued_keys(code)
-    missing = []
+    missing = [f"{name} (glued twice)" for name in duplicate_keys(code)]
     for cell in cells:
         if cell["cell_type"] == "markdown":
             for ref, spec in glue_references(source(cell)):
@@ -377,12 +385,13 @@ def test_the_checker_lets_formulas_constants_and_glued_numbers_through():
 
 
 def test_the_checker_reports_stale_allowlist_entries_and_missing_glue_keys():
-    cells = _nb(("code", "glue('acc', 0.5)\nglue(f'loss_{name}', 1.0)"),
+    cells = _nb(("code", "glue('acc', 0.5)\nglue(f'loss_{name}', 1.0)\nglue('twice', 1)\nglue('twice', 2)"),
                 ("markdown", "{glue:text}`acc:.2f`, {glue:text}`loss_adam:.3f`, {glue:text}`accuracy`,"
                              " {glue:}`loss_`, {glue:text}`acc:.0f}`"))
     report = check_cells(cells, [{"number": "0.9", "reason": "a number that is not there"}])
     assert report.stale == ["0.9"]
-    assert report.missing_keys == ["accuracy", "loss_", "acc (format '.0f}' is not a Python format spec)"]
+    assert report.missing_keys == ["twice (glued twice)", "accuracy", "loss_",
+                                   "acc (format '.0f}' is not a Python format spec)"]
 
 
 def test_the_checker_catches_a_number_put_back_in_a_real_chapter():
