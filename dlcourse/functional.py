@@ -103,7 +103,7 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
 
 
 @torch_signature(("_stacklevel", 3), ("dtype", None))
-def softmax(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> Tensor:
+def softmax(x: Tensor, dim: int | None = None, *, dtype: torch.dtype | None = None) -> Tensor:
     r"""Softmax along ``dim``, :math:`\mathrm{softmax}(x)_i = e^{x_i} / \sum_j e^{x_j}`.
 
     The maximum is subtracted first (the result does not change), so large logits do not
@@ -111,14 +111,21 @@ def softmax(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> Te
 
     Args:
         x: input tensor (logits).
-        dim: the dimension whose entries sum to 1 (default: the last); ``-x.dim() <= dim <
-            x.dim()`` (a 0-d input counts as one entry, as in PyTorch: its softmax is 1).
+        dim: the dimension whose entries sum to 1; ``-x.dim() <= dim < x.dim()`` (a 0-d input
+            counts as one entry, as in PyTorch: its softmax is 1). It may be left out for inputs
+            of up to 2 dimensions (then the last, which is also PyTorch's implicit choice); for
+            more, give it: PyTorch's deprecated implicit choice there is not the last dimension.
         dtype: if given, ``x`` is cast to it first (as PyTorch's ``dtype``), e.g. to sum in float64.
 
     Shape:
         Input: any shape. Output: same shape; entries along ``dim`` are positive and sum to 1.
     """
     _require_tensor(x, "softmax")
+    if dim is None:
+        if x.dim() > 2:  # PyTorch would pick dim 0 (3-D) or 1 (4-D and more), with a deprecation warning
+            raise ValueError(f"softmax: expected dim for a {x.dim()}-D input, e.g. softmax(x, dim=-1) (PyTorch's "
+                             f"implicit choice would be dim={0 if x.dim() == 3 else 1}, not the last)")
+        dim = -1
     if isinstance(dim, bool) or not hasattr(type(dim), "__index__"):
         raise TypeError(f"softmax: expected an int dim, got {type(dim).__name__}")
     dim = operator.index(dim)  # also accepts NumPy integers

@@ -110,6 +110,19 @@ def test_softmax_of_a_zero_size_tensor(shape, dim, device, supported):
     assert x.grad.shape == x.shape
 
 
+def test_softmax_without_dim_is_torch_implicit_choice_or_refused():
+    """Without dim, PyTorch (deprecated) normalises dim 0 of a 3-D input; ours took the last: a
+    silent different answer. Up to 2-D both take the last; beyond, dim is required."""
+    for shape in [(), (5,), (3, 4)]:
+        x = torch.randn(shape)
+        with pytest.warns(UserWarning, match="Implicit dimension"):
+            want = TF.softmax(x)
+        torch.testing.assert_close(F.softmax(x), want)
+    for shape, torch_dim in [((2, 3, 4), 0), ((2, 3, 4, 5), 1)]:
+        with pytest.raises(ValueError, match=rf"softmax: expected dim for a {len(shape)}-D input.*dim={torch_dim}"):
+            F.softmax(torch.randn(shape))
+
+
 def test_softmax_dtype_casts_first_as_torch():
     x = torch.randn(3, 4)
     out = F.softmax(x, 1, dtype=torch.float64)

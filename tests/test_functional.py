@@ -25,7 +25,7 @@ ELEMENTWISE = {
     "elu(alpha=2)": (partial(F.elu, alpha=2.0), partial(TF.elu, alpha=2.0)),
 }
 SOFTMAX = {
-    "softmax(dim=-1)": (F.softmax, partial(TF.softmax, dim=-1)),
+    "softmax(dim=-1)": (partial(F.softmax, dim=-1), partial(TF.softmax, dim=-1)),
     "softmax(dim=0)": (partial(F.softmax, dim=0), partial(TF.softmax, dim=0)),
 }
 ALL = {**ELEMENTWISE, **SOFTMAX}
