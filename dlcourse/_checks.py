@@ -79,12 +79,13 @@ def torch_signature(*torch_rest: tuple[str, Any], name: str | None = None) -> Ca
             if len(args) > len(positional):
                 extra = len(args) - len(positional)
                 names = [n for n, _ in torch_rest[:extra]]
-                if len(names) < extra:
-                    names += ["?"] * (extra - len(names))
+                given = len(args) - len(positional) + len(shown)
+                if len(names) < extra:  # more than PyTorch's twin takes, too
+                    raise TypeError(f"{fn}: expected at most {len(shown)} positional arguments "
+                                    f"({', '.join(shown)}), got {given}")
                 raise TypeError(
                     f"{fn}: expected at most {len(shown)} positional arguments ({', '.join(shown)}), "
-                    f"got {len(args) - len(positional) + len(shown)}; in PyTorch the next ones are "
-                    f"{', '.join(names)}: pass them by keyword "
+                    f"got {given}; in PyTorch the next ones are {', '.join(names)}: pass them by keyword "
                     f"({', '.join(f'{n}={a!r}' for n, a in zip(names, args[len(positional):]))})"
                 )
             for key in [k for k in kwargs if k not in own]:
