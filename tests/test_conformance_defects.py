@@ -261,3 +261,21 @@ def test_optimizer_arguments_torch_reads_differently_are_refused():
     with pytest.raises(Unsupported, match=r"SGD: .*nesterov=True"):
         optim.SGD([{"params": p, "nesterov": True}], lr=0.1)
     assert optim.SGD(p, 0.1, 0.9, weight_decay=1e-4, dampening=0, nesterov=False).defaults["weight_decay"] == 1e-4
+
+
+def test_torch_arguments_at_the_value_we_compute_are_accepted():
+    """A call written for PyTorch that spells out its defaults works the same."""
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(2, 3, 6, 6, generator=g), torch.randn(4, 3, 3, 3, generator=g)
+    torch.testing.assert_close(F.conv2d(x, w, None, 1, 1, dilation=(1, 1), groups=1),
+                               TF.conv2d(x, w, None, 1, 1, dilation=(1, 1), groups=1))
+    torch.testing.assert_close(F.max_pool2d(x, 2, dilation=1, ceil_mode=False, return_indices=False),
+                               TF.max_pool2d(x, 2))
+    torch.testing.assert_close(F.avg_pool2d(x, 2, ceil_mode=False, count_include_pad=True, divisor_override=None),
+                               TF.avg_pool2d(x, 2))
+    y = torch.tensor([0, 1])
+    torch.testing.assert_close(F.cross_entropy(x[:, :, 0, 0], y, reduction="mean", label_smoothing=0),
+                               TF.cross_entropy(x[:, :, 0, 0], y))
+    torch.testing.assert_close(F.dropout(x, 0.0, True, inplace=False), x)
+    opt = optim.Adam([torch.zeros(2, requires_grad=True)], amsgrad=False, foreach=None, maximize=False)
+    assert opt.param_groups[0]["amsgrad"] is False
