@@ -1,27 +1,25 @@
 r"""Max and average pooling from scratch, with the semantics of ``torch.nn.functional``.
 
 A pooling layer slides a ``kH x kW`` window over each channel and keeps one number per
-position: the largest (max pooling) or the mean (average pooling). Both are computed here
-*window offset by window offset*: for the offset :math:`(u, v)` inside the window, the input
-entries that every window sees there form one strided view of the (padded) input,
+position: the largest (max pooling) or the mean (average pooling). Here ``Tensor.unfold``
+views the padded input as one window per output position, ``(N, C, H_out, W_out, kH, kW)``,
+without copying anything, and the maximum or the mean over the last two dimensions is the
+output; autograd differentiates it. Max pooling pads with :math:`-\infty` (which never wins) and
+sends each gradient to the first maximum of its window, as PyTorch; average pooling pads with
+zeros (which count in the mean, PyTorch's default). Nothing here calls a
+PyTorch pooling routine, and everything runs on any device.
 
-.. code-block:: text
-
-    x_pad[:, :, u : u + s_h (H_out - 1) + 1 : s_h,  v : v + s_w (W_out - 1) + 1 : s_w]   # (N, C, H_out, W_out)
-
-so a pooling layer is ``kH * kW`` elementwise operations on ``(N, C, H_out, W_out)`` tensors:
-a running maximum (and which offset holds it) or a running sum. The backward passes use the
-same views: max pooling sends each output's gradient to the offset that held the maximum,
-average pooling spreads it evenly over the window. Nothing here calls a PyTorch pooling
-routine, and everything runs on any device.
+Unless ``DLCOURSE_FAST=0``, both hand over to a tuned version that visits the window offset by
+offset, with the backward pass written out (:mod:`dlcourse._fast.pool`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as TF
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from dlcourse import _fast
 from dlcourse._checks import int_pair, torch_signature
 from dlcourse.conv import conv_output_size
 
@@ -29,122 +27,6 @@ __all__ = ["max_pool2d", "avg_pool2d"]
 
 _IntPair = int | tuple[int, int]
 _Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
-
-
-def _window(t: Tensor, u: int, v: int, geometry: _Geometry) -> Tensor:
-    """The entries that the windows see at offset ``(u, v)``: a strided view ``(N, C, H_out, W_out)``."""
-    _, (sH, sW), _, (H_out, W_out) = geometry
-    return t[:, :, u:u + sH * (H_out - 1) + 1:sH, v:v + sW * (W_out - 1) + 1:sW]
-
-
-def _padded(x: Tensor, padding: tuple[int, int], value: float) -> Tensor:
-    """``x`` with ``value`` added around each image, or ``x`` itself when there is no padding."""
-    pH, pW = padding
-    if pH == 0 and pW == 0:
-        return x
-    N, C, H, W = x.shape
-    xp = x.new_full((N, C, H + 2 * pH, W + 2 * pW), value)  # (N, C, H + 2 pH, W + 2 pW)
-    xp[:, :, pH:pH + H, pW:pW + W] = x
-    return xp
-
-
-def _input_grad(grad_of_window, x_shape: torch.Size, geometry: _Geometry, like: Tensor) -> Tensor:
-    """Assemble the input gradient from each window offset's share, ``grad_of_window(u, v, out)``.
-
-    Windows that do not overlap (stride >= kernel) touch each input entry at most once, so
-    each share is written straight into its place (``out``); overlapping windows add them up.
-    """
-    (kH, kW), (sH, sW), (pH, pW), (H_out, W_out) = geometry
-    N, C, H, W = x_shape
-    Hp, Wp = H + 2 * pH, W + 2 * pW
-    overlap = sH < kH or sW < kW
-    covered = (sH, sW) == (kH, kW) and (H_out * kH, W_out * kW) == (Hp, Wp)  # every entry in one window
-    grad = like.new_empty((N, C, Hp, Wp)) if covered else like.new_zeros((N, C, Hp, Wp))
-    for u in range(kH):
-        for v in range(kW):
-            target = _window(grad, u, v, geometry)  # (N, C, H_out, W_out) view
-            if overlap:
-                target += grad_of_window(u, v)
-            else:
-                grad_of_window(u, v, out=target)
-    return grad[:, :, pH:pH + H, pW:pW + W]  # drop the padding: (N, C, H, W)
-
-
-class _MaxPool2dFunction(torch.autograd.Function):
-    """Max pooling; the backward pass routes each gradient to its window's arg-max."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, geometry: _Geometry) -> Tensor:
-        (kH, kW), (sH, sW), (pH, pW), (H_out, W_out) = geometry
-        xp = _padded(x, (pH, pW), float("-inf"))  # -inf never wins a comparison
-        best = _window(xp, 0, 0, geometry)  # (N, C, H_out, W_out), the running maximum
-        if kH * kW == 1:
-            best = best.clone()  # a 1x1 window: a copy of the input entries, not a view of them
-        if not ctx.needs_input_grad[0]:  # inference: the maxima are enough
-            for e in range(1, kH * kW):
-                best = torch.maximum(best, _window(xp, *divmod(e, kW), geometry))
-            return best
-        # Which offset u * kW + v holds the maximum. Like PyTorch, start at the first offset that
-        # is inside the image (not padding), and move only to a strictly larger value, so ties go
-        # to the first maximum in row-major order.
-        dtype = torch.uint8 if kH * kW <= 256 else torch.int32
-        arg = None
-        if pH or pW:
-            i = torch.arange(H_out, device=x.device).view(-1, 1)  # (H_out, 1)
-            j = torch.arange(W_out, device=x.device).view(1, -1)  # (1, W_out)
-            first_u = (pH - sH * i).clamp(min=0)  # the first row of window i inside the image
-            first_v = (pW - sW * j).clamp(min=0)
-            arg = (first_u * kW + first_v).to(dtype).expand(best.shape).clone()  # (N, C, H_out, W_out)
-        for e in range(1, kH * kW):
-            candidate = _window(xp, *divmod(e, kW), geometry)  # (N, C, H_out, W_out) view
-            larger = candidate > best
-            if arg is None:  # e == 1 without padding: the arg-max is 1 where larger, else 0
-                arg = larger.view(torch.uint8) if dtype == torch.uint8 else larger.to(dtype)
-            else:
-                arg.masked_fill_(larger, e)
-            best = torch.maximum(best, candidate)  # NaN-propagating, like PyTorch's value
-        if arg is None:  # a 1x1 window
-            arg = torch.zeros(best.shape, dtype=dtype, device=x.device)
-        ctx.save_for_backward(arg)
-        ctx.geometry, ctx.x_shape = geometry, x.shape
-        return best
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (arg,) = ctx.saved_tensors
-        kW = ctx.geometry[0][1]
-        zero = grad.new_zeros(())
-
-        def share(u: int, v: int, out: Tensor | None = None) -> Tensor:  # the gradient at offset (u, v)
-            return torch.where(arg == u * kW + v, grad, zero, out=out)  # (N, C, H_out, W_out)
-
-        return _input_grad(share, ctx.x_shape, ctx.geometry, grad), None
-
-
-class _AvgPool2dFunction(torch.autograd.Function):
-    """Average pooling (zero padding counted in the mean); the gradient is spread evenly."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, geometry: _Geometry) -> Tensor:
-        (kH, kW), _, padding, _ = geometry
-        xp = _padded(x, padding, 0.0)
-        total = _window(xp, 0, 0, geometry)  # (N, C, H_out, W_out), the running sum
-        total = total.clone() if kH * kW == 1 else total + _window(xp, *divmod(1, kW), geometry)  # a new tensor
-        for e in range(2, kH * kW):
-            total += _window(xp, *divmod(e, kW), geometry)
-        ctx.geometry, ctx.x_shape = geometry, x.shape
-        return total.div_(kH * kW)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (kH, kW) = ctx.geometry[0]
-        share = grad / (kH * kW)  # (N, C, H_out, W_out): each window entry gets an equal part
-        def share_at(u: int, v: int, out: Tensor | None = None) -> Tensor:  # the same at every offset
-            return share if out is None else out.copy_(share)
-
-        return _input_grad(share_at, ctx.x_shape, ctx.geometry, grad), None
 
 
 def _geometry(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None, padding: _IntPair,
@@ -205,8 +87,19 @@ def max_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
     """
     geometry = _geometry(x, kernel_size, stride, padding, "max_pool2d")
     if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
-        return _MaxPool2dFunction.apply(x.unsqueeze(0), geometry).squeeze(0)
-    return _MaxPool2dFunction.apply(x, geometry)
+        return max_pool2d(x.unsqueeze(0), kernel_size, stride, padding).squeeze(0)
+    if _fast.enabled():  # the same pooling, tuned for speed (dlcourse/_fast/pool.py)
+        return _fast.max_pool2d(x, geometry)
+    (kH, kW), (sH, sW), (pH, pW), _ = geometry
+    xp = TF.pad(x, (pW, pW, pH, pH), value=float("-inf"))  # (N, C, H + 2 pH, W + 2 pW): -inf never wins
+    windows = xp.unfold(2, kH, sH).unfold(3, kW, sW).flatten(-2)  # (N, C, H_out, W_out, kH * kW): a window per row
+    # Which entry is the maximum, as PyTorch decides: the first in the window (NaN wins; an input
+    # of -inf ties with the padding, so only entries inside the image count).
+    inside = TF.pad(x.new_ones(x.shape[-2:]), (pW, pW, pH, pH)).unfold(0, kH, sH).unfold(1, kW, sW).flatten(-2)
+    w = windows.detach()  # (inside: (H_out, W_out, kH * kW), 1 in the image, 0 in the padding)
+    is_max = ((w == w.amax(dim=-1, keepdim=True)) | w.isnan()) & (inside == 1)  # (N, C, H_out, W_out, kH * kW)
+    first = is_max.to(torch.uint8).argmax(dim=-1, keepdim=True)  # (N, C, H_out, W_out, 1)
+    return windows.gather(-1, first).squeeze(-1)  # (N, C, H_out, W_out); the gradient goes to that entry
 
 
 @torch_signature(("ceil_mode", False), ("count_include_pad", True), ("divisor_override", None))
@@ -234,5 +127,10 @@ def avg_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
     """
     geometry = _geometry(x, kernel_size, stride, padding, "avg_pool2d")
     if x.dim() == 3:  # one unbatched image: (C, H, W) -> (1, C, H, W) -> back to (C, H_out, W_out)
-        return _AvgPool2dFunction.apply(x.unsqueeze(0), geometry).squeeze(0)
-    return _AvgPool2dFunction.apply(x, geometry)
+        return avg_pool2d(x.unsqueeze(0), kernel_size, stride, padding).squeeze(0)
+    if _fast.enabled():  # the same pooling, tuned for speed (dlcourse/_fast/pool.py)
+        return _fast.avg_pool2d(x, geometry)
+    (kH, kW), (sH, sW), (pH, pW), _ = geometry
+    xp = TF.pad(x, (pW, pW, pH, pH))  # (N, C, H + 2 pH, W + 2 pW): zeros, which count in the mean
+    windows = xp.unfold(2, kH, sH).unfold(3, kW, sW)  # (N, C, H_out, W_out, kH, kW): a view, no copy
+    return windows.mean(dim=(-2, -1))  # (N, C, H_out, W_out)

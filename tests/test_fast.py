@@ -3,7 +3,7 @@ function fits on a screen and hands over in one visible line, ``DLCOURSE_FAST`` 
 the path (and refuses values it does not know), and the kernels leave no setting behind.
 
 Whether both paths compute what PyTorch computes is tested where each operation is tested
-(test_conv.py, test_rnn.py, test_losses.py: the ``path`` fixture of fast_paths.py)."""
+(test_conv.py, test_rnn.py, test_losses.py, test_pool.py: the ``path`` fixture of fast_paths.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import textwrap
 import pytest
 import torch
 
-from dlcourse import _fast, conv, losses, rnn
+from dlcourse import _fast, conv, losses, pool, rnn
 from dlcourse import functional as F
 
 READABLE = {  # the readable function, the fast kernel it hands over to, and a call of it
@@ -24,6 +24,8 @@ READABLE = {  # the readable function, the fast kernel it hands over to, and a c
                                                torch.randn(16, 3), torch.randn(16, 4))),
     "cross_entropy": (losses.cross_entropy, "cross_entropy",
                       lambda: F.cross_entropy(torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0]))),
+    "max_pool2d": (pool.max_pool2d, "max_pool2d", lambda: F.max_pool2d(torch.randn(2, 3, 6, 6), 2)),
+    "avg_pool2d": (pool.avg_pool2d, "avg_pool2d", lambda: F.avg_pool2d(torch.randn(2, 3, 6, 6), 3, 2, 1)),
 }
 SCREEN = 40  # lines a student reads at once
 

@@ -1,6 +1,8 @@
 """dlcourse.functional.max_pool2d and avg_pool2d against PyTorch: the lecture's worked example,
 values and gradients on many random configurations (ties, -inf, padding, overlapping windows),
-gradcheck in float64, clear errors, and no call to torch's pooling."""
+gradcheck in float64, clear errors, and no call to torch's pooling. The oracle tests run on both
+paths (the ``path`` fixture): the readable ``unfold`` and the offset-by-offset kernels of
+``dlcourse._fast.pool``."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as TF
+from fast_paths import path  # noqa: F401  (the fixture)
 
 from dlcourse import functional as F
 from dlcourse.check import ForbiddenCallError, forbid
@@ -63,7 +66,7 @@ def make_input(cfg: dict, gen: torch.Generator, dtype: torch.dtype, device) -> t
 @pytest.mark.parametrize("name", POOLS)
 @pytest.mark.parametrize("seed", range(30))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_pooling_values_and_gradients_match_torch(name, seed, dtype, device, supported):
+def test_pooling_values_and_gradients_match_torch(name, seed, dtype, device, supported, path):
     supported(device, dtype)
     ours, theirs = POOLS[name]
     cfg = random_config(seed)
@@ -87,7 +90,7 @@ def test_pooling_values_and_gradients_match_torch(name, seed, dtype, device, sup
     torch.testing.assert_close(dx, dx_ref, msg=lambda m: f"gradient, {cfg}: {m}")
 
 
-def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(path):
     x = torch.ones(1, 1, 4, 6, requires_grad=True)  # every entry ties
     F.max_pool2d(x, (2, 3)).sum().backward()
     expected = torch.zeros(1, 1, 4, 6)
@@ -98,20 +101,20 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
     torch.testing.assert_close(x.grad, ref.grad)
 
 
-def test_max_pool_propagates_nan_like_torch():
+def test_max_pool_propagates_nan_like_torch(path):
     x = torch.randn(2, 3, 6, 6)
     x[0, 1, 2, 3] = float("nan")
     torch.testing.assert_close(F.max_pool2d(x, 3, 1, 1), TF.max_pool2d(x, 3, 1, 1), equal_nan=True)
 
 
-def test_max_pool_without_gradients_gives_the_same_values(device):
+def test_max_pool_without_gradients_gives_the_same_values(device, path):
     x = torch.randn(2, 3, 9, 7, device=device)
     with torch.no_grad():
         for args in [(2,), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (1,)]:
             assert torch.equal(F.max_pool2d(x, *args), TF.max_pool2d(x, *args)), args
 
 
-def test_a_one_by_one_window_copies_rather_than_aliases():
+def test_a_one_by_one_window_copies_rather_than_aliases(path):
     x = torch.randn(1, 2, 3, 3, requires_grad=True)
     for fn in (F.max_pool2d, F.avg_pool2d):
         y = fn(x, 1)
@@ -120,7 +123,7 @@ def test_a_one_by_one_window_copies_rather_than_aliases():
 
 @pytest.mark.parametrize("name", POOLS)
 @pytest.mark.parametrize("args", [(2,), (3, 2, 1), ((3, 2), (1, 2), (1, 1)), (2, 1)], ids=str)
-def test_pooling_passes_gradcheck_in_float64(name, args):
+def test_pooling_passes_gradcheck_in_float64(name, args, path):
     gen = torch.Generator().manual_seed(3)
     # distinct values a good distance apart, so no two in a window are within gradcheck's eps
     x = torch.randperm(2 * 3 * 7 * 6, generator=gen).view(2, 3, 7, 6).to(torch.float64).div(10).requires_grad_()
@@ -128,7 +131,7 @@ def test_pooling_passes_gradcheck_in_float64(name, args):
     assert torch.autograd.gradcheck(lambda t: ours(t, *args), (x,))
 
 
-def test_pooling_keeps_the_memory_layout_out_of_the_values(device):
+def test_pooling_keeps_the_memory_layout_out_of_the_values(device, path):
     """A channels-last or strided input gives the same results."""
     x = torch.randn(2, 3, 8, 10, device=device)
     for fn, ref in POOLS.values():
@@ -136,7 +139,7 @@ def test_pooling_keeps_the_memory_layout_out_of_the_values(device):
             torch.testing.assert_close(fn(variant, 2), ref(variant, 2))
 
 
-def test_pooling_calls_no_torch_pooling():
+def test_pooling_calls_no_torch_pooling(path):
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     with forbid(*TORCH_POOLING):
         for args in [(2,), (3, 2, 1), (3, 1)]:

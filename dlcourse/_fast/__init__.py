@@ -16,6 +16,8 @@ against PyTorch exactly as the readable versions are. They live here, one module
 * :mod:`dlcourse._fast.rnn`: an LSTM with all gates fused and backpropagation through time
   written out;
 * :mod:`dlcourse._fast.losses`: cross-entropy with ``exp2`` and a closed-form gradient;
+* :mod:`dlcourse._fast.pool`: max and average pooling window offset by window offset, the
+  backward passes written out;
 * :mod:`dlcourse._fast.gemm`: matrix products in oneDNN, and scratch memory reused from call to
   call (:func:`release_scratch` gives it back).
 
@@ -33,9 +35,11 @@ from collections.abc import Iterator
 from dlcourse._fast.conv import conv2d
 from dlcourse._fast.gemm import release_scratch
 from dlcourse._fast.losses import cross_entropy
+from dlcourse._fast.pool import avg_pool2d, max_pool2d
 from dlcourse._fast.rnn import lstm
 
-__all__ = ["ENV", "enabled", "switched", "conv2d", "lstm", "cross_entropy", "release_scratch"]
+__all__ = ["ENV", "enabled", "switched", "conv2d", "lstm", "cross_entropy", "max_pool2d", "avg_pool2d",
+           "release_scratch"]
 
 ENV = "DLCOURSE_FAST"  # the environment variable: "0" turns the fast kernels off, "1" (the default) on
 
