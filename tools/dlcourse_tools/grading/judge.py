@@ -53,8 +53,10 @@ class StudentError(Exception):
     """The student's code raised, died, timed out or broke the protocol during one operation."""
 
 
-class ForbiddenError(AssertionError):
-    """The student's code uses a function a test forbids (shown to the student as one sentence)."""
+def _forbidden_error() -> type:
+    from dlcourse.check import ForbiddenCallError
+
+    return ForbiddenCallError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +94,8 @@ class StudentProcess:
         self.death = None
         job = self.scratch / f"run{self.generation}"
         job.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "dlcourse_tools.grading.runner"]
+        # By import, not `-m`: handles must live in the module the unpickled proxies import.
+        argv = [sys.executable, "-c", "import sys; from dlcourse_tools.grading.runner import main; sys.exit(main())"]
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS",
                                                                "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
                                                                "CUDA_VISIBLE_DEVICES")}
@@ -355,14 +358,22 @@ class Source:
 
     def forbidden_uses(self, roots: list[str], names: list[str]) -> list[str]:
         """What in the code of ``roots`` looks like a use of the forbidden ``names``, or could hide one."""
-        attrs: dict[str, str] = {}
+        attrs: dict[str, str] = {}    # attribute name -> forbidden name, on any object (tensor methods too)
+        modattrs: dict[str, str] = {}  # ... only on a module (torch.X, F.X): a tensor's .X is another function
+        methods = {full.rsplit(".", 1)[-1].rstrip("_") for full in names if full.startswith("torch.Tensor.")}
         for full in names:
             parts = [p for p in full.split(".") if p]
             last = parts[-1]
             if last.startswith("__") and len(parts) > 1:
                 last = parts[-2]
-            attrs.setdefault(last, full)
-            attrs.setdefault(last.rstrip("_"), full)
+            table = attrs if full.startswith("torch.Tensor.") or last.rstrip("_") in methods \
+                or last[:1].isupper() or last.startswith("_") else modattrs
+            table.setdefault(last, full)
+            table.setdefault(last.rstrip("_"), full)
+        modules = {"torch", "F", "nn", "functional", "dlcourse", "special", "linalg", "fft", "init"}
+        for stmt in self.statements:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                modules |= {(a.asname or a.name).split(".")[0] for a in stmt.names}
         found: list[str] = []
         for stmt in self.closure(roots):
             where = getattr(stmt, "name", None)
@@ -370,6 +381,8 @@ class Source:
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Attribute) and node.attr in attrs:
                     found.append(f"{attrs[node.attr]} (`.{node.attr}` {where})")
+                elif isinstance(node, ast.Attribute) and node.attr in modattrs and _rooted_in(node.value, modules):
+                    found.append(f"{modattrs[node.attr]} (`.{node.attr}` {where})")
                 elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("torch", "dlcourse"):
                     for alias in node.names:
                         if alias.name in attrs:
@@ -384,6 +397,13 @@ class Source:
                         if module.split(".")[0] in DYNAMIC_MODULES:
                             found.append(f"`import {module}` {where} (not allowed in a graded function)")
         return list(dict.fromkeys(found))
+
+
+def _rooted_in(node: ast.AST, modules: set[str]) -> bool:
+    """Whether ``node`` is a name of ``modules`` or an attribute chain starting at one (``torch.nn.functional``)."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in modules
 
 
 def _bound(stmt: ast.stmt) -> list[str]:
@@ -606,7 +626,7 @@ class Judge:
             uses = self.code.forbidden_uses(roots or self.code.names(), names)
             if uses:
                 self.report.forbidden.append(uses[0])
-                raise ForbiddenError(f"your code uses {uses[0]}, which this exercise forbids: {reason}")
+                raise _forbidden_error()(f"your code uses {uses[0]}, which this exercise forbids: {reason}")
         req = {"op": op, "target": remote._ref, **fields}
         if names:
             req["forbid"] = {"names": names, "aten": aten_ops(names)}
@@ -619,7 +639,7 @@ class Judge:
             seen = [str(x)[:200] for x in reply["forbidden"] if isinstance(x, str)]
             if seen:
                 self.report.forbidden.append(seen[0])
-                raise ForbiddenError(f"your code calls {seen[0]}, which this exercise forbids: {reason}")
+                raise _forbidden_error()(f"your code calls {seen[0]}, which this exercise forbids: {reason}")
         if not reply.get("ok"):
             err = reply.get("error") or {}
             ename = str(err.get("ename", "Error"))[:100]
@@ -847,7 +867,7 @@ def threading_main() -> bool:
 def one_line(error: BaseException) -> str:
     """An error as the student reads it: its class and its message, on one line."""
     name = type(error).__name__
-    if name == "CheckError" or isinstance(error, (ForbiddenError, AssertionError)):
+    if name == "CheckError" or isinstance(error, AssertionError):
         name = "CheckError" if name in ("CheckError", "AssertionError") else name
     text = " ".join(str(error).split())
     if isinstance(error, _Timeout):

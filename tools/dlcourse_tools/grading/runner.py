@@ -1,7 +1,7 @@
 """The student's side of grading: a process in the sandbox that runs the student's code when asked.
 
-Started by :mod:`dlcourse_tools.grading.judge` inside the sandbox (``python -m
-dlcourse_tools.grading.runner``), it reads requests from its standard input and answers on its
+Started by :mod:`dlcourse_tools.grading.judge` inside the sandbox (``python -c "from
+dlcourse_tools.grading.runner import main; main()"``), it reads requests from its standard input and answers on its
 standard output (see :mod:`~dlcourse_tools.grading.wire`); file descriptors 0-2 then point at
 ``/dev/null`` and a log file, so that nothing the student's code prints can reach the judge.
 Requests:
@@ -281,10 +281,11 @@ def main() -> int:
     write_frame(out, dumps({"ok": True, "value": "ready", "pid": os.getpid()}))
     while True:
         try:
-            req = cloudpickle.loads(read_frame(inp))
+            frame = read_frame(inp)
         except EOFError:
             return 0
         try:
+            req = cloudpickle.loads(frame)
             reply = runner.handle(req)
         except BaseException as err:  # noqa: BLE001 (the reply says what went wrong)
             reply = {"ok": False, "error": _error(err)}

@@ -169,3 +169,22 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["stdout"] = kw["stderr"] = subprocess.DEVNULL  # the kernel's banner; errors come as messages
         kw["env"] = {k: env[k] for k in ("PATH", "LANG") if k in env}
         await super()._async_launch_kernel(wrapped, **kw)
+
+
+def describe_exit(code: int | None) -> str:
+    """The exit status of the student's process, in words."""
+    import signal
+
+    if code is None:
+        return "the student's process died"
+    if code in (137, -9):
+        return "the student's process was killed (time limit, memory, or SIGKILL)"
+    sig = code - 128 if code > 128 else -code if code < 0 else None
+    if sig == signal.SIGXCPU:
+        return "the student's process was killed at the CPU-time limit"
+    if sig:
+        try:
+            return f"the student's process crashed ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"the student's process crashed (signal {sig})"
+    return f"the student's process exited with status {code} (sys.exit or os._exit in the notebook?)"
