@@ -68,7 +68,7 @@ PENDING: dict[str, str] = {}
 
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})[^\n]*\n.*?^\1\2[ \t]*$", re.M | re.S)  # ``` ... ```
 _MATH_BLOCK = re.compile(r"\$\$.*?\$\$", re.S)
-_MATH_INLINE = re.compile(r"(?<![\\$])\$(?!\s)[^$\n]+?(?<![\\\s])\$(?!\d)")
+_MATH_INLINE = re.compile(r"(?<![\\$])\$(?!\s)(?:[^$\n]|\n(?![ \t]*\n))+?(?<![\\\s])\$(?!\d)")  # may wrap a line
 _MATH_PAREN = re.compile(r"\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 _ROLE = re.compile(r"\{[\w:.-]+\}`[^`]*`")  # {glue:text}`key:.1f`, {cite:p}`x`, {py:mod}`m`
 _CODE_SPAN = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.S)
@@ -352,6 +352,7 @@ def test_the_checker_catches_a_hand_written_measured_number():
                              ("The loss is -log 0.23 ≈ 1.47 here.", "1.47"),
                              ("The loss is $-\\log 0.23 \\approx 1.47$ here.", "1.47"),
                              ("The loss is $$L \\approx 1.4493.$$", "1.4493"),
+                             ("A formula that wraps, $L = -\\log 0.23\n\\approx 1.47$, and 97.3%.", "97.3%"),
                              ("The benchmark measured 1.45 times, that is 1.6x.", "1.6x"),
                              ("One epoch takes 12 s, one step 3.4 ms.", "3.4 ms"),
                              ("| model | accuracy |\n|---|---|\n| MLP | 0.97 |", "0.97"),
