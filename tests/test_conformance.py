@@ -41,7 +41,7 @@ DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32,
 
 # What has a tuned kernel in dlcourse._fast runs every sample twice: the readable code
 # (DLCOURSE_FAST=0) and the kernel (DLCOURSE_FAST=1, the default).
-WITH_FAST_PATH = {"conv2d", "cross_entropy", "Conv2d", "LSTM"}
+WITH_FAST_PATH = {"conv2d", "cross_entropy", "max_pool2d", "avg_pool2d", "Conv2d", "LSTM", "MaxPool2d", "AvgPool2d"}
 
 
 def _paths(name: str) -> list[tuple[str, str]]:
