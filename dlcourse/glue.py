@@ -23,8 +23,10 @@ from typing import Any
 _GLUED: dict[str, Any] = {}
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Make ``value`` available to the chapter's text as ``{glue:text}`name```; returns ``value``.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Make ``value`` available to the chapter's text as ``{glue:text}`name```.
+
+    Returns nothing, so a cell that ends with a ``glue`` call shows no ``Out[]`` value under it.
 
     Args:
         name: the key the Markdown refers to (letters, digits and ``_``).
@@ -44,9 +46,8 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     except ImportError:  # Colab, a plain JupyterLab: nothing to hand the value to
         if display:
             print(f"{name} = {value}")
-        return value
+        return
     _myst_glue(name, value, display=display)
-    return value
 
 
 def glued() -> dict[str, Any]:
