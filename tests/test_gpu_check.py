@@ -179,3 +179,44 @@ def test_junit_counts_reads_passes_failures_and_skips(tmp_path):
     assert (counts["passed"], counts["failed"], counts["errors"], counts["skipped"]) == (1, 1, 1, 1)
     assert counts["failures"] == ["tests.test_a::test_bad[cuda]: assert 1 == 2", "tests.test_a::test_err[cuda]: fixture broke"]
     assert counts["skip_reasons"] == {"MPS is not available": 1}
+
+
+def performance_page_gpu_cell() -> str:
+    """The Performance page's code cell that shows the published GPU results."""
+    cells = json.loads((ROOT / "book" / "performance.ipynb").read_text())["cells"]
+    found = [c for c in cells if c["cell_type"] == "code" and "data/gpu-results.json" in "".join(c["source"])]
+    assert len(found) == 1, "the Performance page should have one cell reading data/gpu-results.json"
+    return "".join(found[0]["source"])
+
+
+def run_cell(source: str, folder: Path, monkeypatch, capsys) -> tuple[str, list]:
+    monkeypatch.chdir(folder)
+    shown: list = []
+    exec(compile(source, "performance.ipynb", "exec"), {"display": shown.append})
+    return capsys.readouterr().out, shown
+
+
+def test_performance_page_says_plainly_when_gpu_results_are_missing(tmp_path, monkeypatch, capsys, dry_run):
+    source = performance_page_gpu_cell()
+    out, shown = run_cell(source, tmp_path, monkeypatch, capsys)
+    assert out.startswith("GPU results: missing.") and "does not exist" in out and not shown
+    (tmp_path / "data").mkdir()
+    _, results, _, _ = dry_run
+    (tmp_path / "data" / "gpu-results.json").write_text(json.dumps(results))  # a dry run is no GPU result
+    out, shown = run_cell(source, tmp_path, monkeypatch, capsys)
+    assert out.startswith("GPU results: missing.") and "holds only a dry run" in out and not shown
+
+
+def test_performance_page_shows_published_gpu_results_with_date_and_device(tmp_path, monkeypatch, capsys, dry_run):
+    _, results, _, _ = dry_run
+    published = json.loads(json.dumps(results))  # the dry run's shape, as if from a GPU
+    published["dry_run"], published["device"] = False, "cuda"
+    published["steps"]["environment"]["details"].update(gpu="NVIDIA H100 80GB HBM3", torch_cuda="13.0")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gpu-results.json").write_text(json.dumps(published))
+    out, shown = run_cell(performance_page_gpu_cell(), tmp_path, monkeypatch, capsys)
+    assert f"GPU check of {published['date']} on NVIDIA H100 80GB HBM3" in out and "CUDA 13.0" in out
+    assert list(shown[0].index) == gpu_check.STEPS and list(shown[0]["status"]) == ["ok"] * len(gpu_check.STEPS)
+    ratio = published["steps"]["cnn_epoch"]["details"]["cpu_over_device"]
+    assert f"{ratio:.1f}x faster on the GPU" in out and "(the lecture: 27x)" in out
+    assert "dlcourse / torch on the GPU:" in out
