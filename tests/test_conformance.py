@@ -32,7 +32,7 @@ from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
 from conformance import TALLY, OUTCOMES, Outcome, Report, clear_refusal, compare, describe, fresh, leaves  # noqa: E402
 from dlcourse import _fast  # noqa: E402
 from dlcourse import functional as F  # noqa: E402
-from dlcourse._checks import _same_value  # noqa: E402
+from dlcourse._checks import same_value  # noqa: E402
 from dlcourse import nn as dnn  # noqa: E402
 from dlcourse import optim as doptim  # noqa: E402
 
@@ -88,7 +88,7 @@ def _unsupported(fn, args: tuple, kwargs: dict) -> tuple[str, ...]:
     extra = list(accepted)[: max(0, len(args) - len(positional))]
     # a torch-only argument at the value dlcourse computes anyway is supported
     return tuple(k for k, v in kwargs.items() if k not in params and not (
-        k in accepted and _same_value(v, accepted[k]))) + tuple(extra)
+        k in accepted and same_value(v, accepted[k]))) + tuple(extra)
 
 
 def _dropout_check(p: float):
