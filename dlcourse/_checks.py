@@ -52,9 +52,6 @@ def same_value(value: object, accepted: object) -> bool:
     return type(value) is type(accepted) and value == accepted
 
 
-_same_value = same_value  # the name tests/test_conformance.py imports
-
-
 def torch_signature(*torch_rest: tuple[str, Any], name: str | None = None) -> Callable:
     """Make a function refuse, by name, the PyTorch arguments it does not implement.
 
