@@ -8,6 +8,12 @@ that resolve; on notebook pages the launch buttons (Colab, download .ipynb, Bind
 where ``_config.yml`` sets them); and search finds "convolution". Screenshots of three pages go to
 ``_build/screenshots/``.
 
+On a phone (390 px): the navigation drawer and the page contents open from their buttons (and the
+sidebar collapses on a desktop), no page scrolls sideways, wide figures stay legible, display math
+scrolls inside its box. Search ranks chapter sections above API entries, lists each page once, and
+shows snippets without raw LaTeX or tables of contents. Their screenshots (``phone_*.png``,
+``search_dropout.png``) go to ``_build/screenshots/`` too.
+
 Chromium is Debian's package (``/usr/bin/chromium``), installed by the set-up (``make browser``,
 which .ci/run runs before ``make test``), never by a test; Playwright (from PyPI) drives it and
 downloads no browser of its own.
@@ -317,3 +323,232 @@ def test_screenshots_were_written(crawl):
     for name in SCREENSHOT_PAGES:
         shot = SCREENSHOTS / name
         assert shot.is_file() and shot.stat().st_size > 10_000, f"{shot} missing or empty"
+
+
+# --- The site on a phone (390 px wide) and its search -------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+# Pages with long inline code, wide tables, display math and multi-panel figures.
+PHONE_PAGES = ["book/index.html", "book/performance.html", "book/01_what_is_deep_learning.html", "book/02_perceptron.html", "book/06_convolution.html",
+               "book/09_recurrent_networks.html", "book/10_generative_models.html",
+               "labs/lab03_convolution/lab03_convolution.html", "book/instructor_guide.html", "book/api/dlcourse.nn.html"]
+
+
+@pytest.fixture(scope="session")
+def phone(site, browser):
+    """A browser context of a phone's width, offline like the crawl."""
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site) else route.abort())
+    yield context
+    context.close()
+
+
+def _open(context, url: str):
+    page = context.new_page()
+    page.goto(url, wait_until="load", timeout=120_000)
+    page.evaluate(WAIT_FOR_MATH)
+    page.evaluate(WAIT_FOR_IMAGES)
+    return page
+
+
+def _visible_toggle(page, kind: str):
+    """The sidebar button a reader sees (the themes also put a hidden copy in the page)."""
+    toggles = page.locator(f"button.{kind}-toggle:visible")
+    assert toggles.count() >= 1, f"no visible .{kind}-toggle button"
+    return toggles.first
+
+
+def test_the_navigation_drawer_and_page_contents_open_on_a_phone(site, phone):
+    page = _open(phone, site + "book/02_perceptron.html")
+    drawer = page.locator("#pst-primary-sidebar-modal")
+    assert not drawer.evaluate("d => d.open")
+    _visible_toggle(page, "primary").click()
+    page.wait_for_function("document.getElementById('pst-primary-sidebar-modal').open", timeout=10_000)
+    chapter_link = drawer.locator("a[href$='06_convolution.html']")
+    assert chapter_link.is_visible(), "the drawer is open but the chapter list is not visible in it"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "phone_navigation.png"))
+    chapter_link.click()  # the chapter list leads to another chapter
+    page.wait_for_url("**/06_convolution.html*", timeout=30_000)
+    assert "Convolution" in page.locator("article h1").first.inner_text()
+
+    page.keyboard.press("Escape")
+    contents = page.locator("#pst-secondary-sidebar-modal")
+    _visible_toggle(page, "secondary").click()
+    page.wait_for_function("document.getElementById('pst-secondary-sidebar-modal').open", timeout=10_000)
+    sections = contents.locator("nav a[href^='#']")
+    assert sections.count() >= 3 and sections.first.is_visible(), "the page contents did not show"
+    page.screenshot(path=str(SCREENSHOTS / "phone_page_contents.png"))
+    target = sections.nth(1).get_attribute("href")
+    sections.nth(1).click()
+    page.wait_for_function(f"location.hash === {json.dumps(target)}", timeout=10_000)
+    page.close()
+
+
+def test_the_navigation_sidebar_collapses_and_comes_back_on_a_desktop(site, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = _open(context, site + "book/02_perceptron.html")
+    sidebar = page.locator("#pst-primary-sidebar")
+    assert sidebar.is_visible()
+    _visible_toggle(page, "primary").click()
+    page.wait_for_function("!document.getElementById('pst-primary-sidebar').checkVisibility({visibilityProperty: true})",
+                           timeout=10_000)
+    _visible_toggle(page, "primary").click()
+    page.wait_for_function("document.getElementById('pst-primary-sidebar').checkVisibility({visibilityProperty: true})",
+                           timeout=10_000)
+    context.close()
+
+
+SIDEWAYS = """() => {
+    const W = document.documentElement.clientWidth;
+    const wide = [];
+    for (const e of document.querySelectorAll('article *')) {
+        const r = e.getBoundingClientRect();
+        if (r.width === 0 || r.right <= W + 1) continue;
+        let scrolls = false;  // inside a box that scrolls (a code block, a table) it is fine
+        for (let a = e.parentElement; a && !scrolls; a = a.parentElement) {
+            scrolls = getComputedStyle(a).overflowX !== 'visible' && a.getBoundingClientRect().right <= W + 1;
+        }
+        if (!scrolls && !Array.from(e.children).some(c => c.getBoundingClientRect().right > W + 1)) {
+            wide.push(`${e.tagName.toLowerCase()}.${e.className}: ${Math.round(r.right)} px "${e.textContent.slice(0, 40)}"`);
+        }
+    }
+    return {scrollWidth: document.documentElement.scrollWidth, width: W, wide: wide.slice(0, 5)};
+}"""
+
+
+def test_no_page_scrolls_sideways_on_a_phone(site, phone):
+    problems = {}
+    for rel in PHONE_PAGES:
+        page = _open(phone, site + rel)
+        found = page.evaluate(SIDEWAYS)
+        if rel == "book/index.html":
+            page.screenshot(path=str(SCREENSHOTS / "phone_index.png"))
+        page.close()
+        if found["scrollWidth"] > found["width"]:
+            problems[rel] = [f"{found['scrollWidth']} px wide in a {found['width']} px screen", *found["wide"]]
+    assert not problems, "pages that scroll sideways at 390 px:\n" + report(problems)
+
+
+FIGURES = """() => {
+    // column: the width of the output box the figure sits in
+    return Array.from(document.querySelectorAll('div.cell_output img')).map(i => ({
+        src: i.getAttribute('src'), natural: i.naturalWidth, shown: i.getBoundingClientRect().width,
+        column: i.closest('div.cell_output').clientWidth}));
+}"""
+
+
+def test_wide_figures_stay_legible_on_a_phone(site, phone):
+    """A figure of several panels is shown at no less than twice the column's width (or at its own
+    size, if smaller), in an output box that scrolls; not shrunk to a fraction of its size."""
+    figures, problems = [], {}
+    for rel in PHONE_PAGES:
+        if rel.startswith("book/api/"):
+            continue
+        page = _open(phone, site + rel)
+        found = page.evaluate(FIGURES)
+        if rel == "book/06_convolution.html":
+            page.screenshot(path=str(SCREENSHOTS / "phone_06_convolution.png"), full_page=False)
+        page.close()
+        figures += found
+        small = [f"{f['src']}: {f['shown']:.0f} px of {f['natural']}" for f in found
+                 if f["shown"] < min(f["natural"], 2 * f["column"]) - 2]
+        if small:
+            problems[rel] = small
+    assert any(f["natural"] > 2 * f["column"] for f in figures), "no wide figure on these pages to check"
+    assert not problems, "figures shrunk below min(their size, twice the column) at 390 px:\n" + report(problems)
+
+
+DISPLAY_MATH = """async () => {
+    await MathJax.startup.promise;
+    return Array.from(document.querySelectorAll('div.math')).map(box => {
+        const math = box.querySelector('mjx-math');
+        const before = {box: box.getBoundingClientRect().right, math: math.getBoundingClientRect().width};
+        box.scrollLeft = box.scrollWidth;  // scroll the box to its end: the end of the equation shows
+        const r = box.getBoundingClientRect(), m = math.getBoundingClientRect();
+        const column = box.closest('article').getBoundingClientRect();
+        const result = {text: box.textContent.trim().slice(0, 40), wide: before.math > r.width + 1,
+                        overflow: getComputedStyle(box).overflowX, end_shown: m.right <= r.right + 1,
+                        in_column: r.right <= column.right + 1};
+        box.scrollLeft = 0;
+        return result;
+    });
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_wide_display_math_scrolls_within_its_box(site, browser, width):
+    """Chapter 9's LSTM equations are wider than the column: their box scrolls, nothing is cut off."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = _open(context, site + "book/09_recurrent_networks.html")
+    boxes = page.evaluate(DISPLAY_MATH)
+    context.close()
+    wide = [b for b in boxes if b["wide"]]
+    assert wide, "chapter 9 has no display math wider than its box at this width"
+    problems = [b for b in boxes if not b["in_column"] or (b["wide"] and not (b["overflow"] in ("auto", "scroll")
+                                                                               and b["end_shown"]))]
+    assert not problems, f"display math cut off or out of its column at {width} px: {problems[:3]}"
+
+
+SEARCH_RESULTS = """async () => {
+    const t0 = Date.now();
+    const done = () => /Search finished/.test(document.getElementById('search-progress')?.textContent || '')
+        || /found/.test(document.querySelector('#search-results .search-summary, #search-results p')?.textContent || '');
+    // Wait for the list and for each entry's snippet (API entries carry a description instead).
+    while (Date.now() - t0 < 60000) {
+        const items = Array.from(document.querySelectorAll('ul.search li'));
+        if (items.length && items.every(li => li.querySelector('p.context, span')) && done()) break;
+        await new Promise(r => setTimeout(r, 200));
+    }
+    return Array.from(document.querySelectorAll('ul.search li')).map(li => ({
+        href: li.querySelector('a').getAttribute('href'), title: li.querySelector('a').textContent,
+        snippet: (li.querySelector('p.context') || {textContent: ''}).textContent}));
+}"""
+
+
+@pytest.fixture(scope="session")
+def search(site, browser):
+    """``search(query)``: the results of the site's search page, in order, with their snippets."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site) else route.abort())
+    cache = {}
+
+    def run(query: str) -> list[dict]:
+        if query not in cache:
+            page = context.new_page()
+            page.goto(site + "search.html?q=" + urllib.parse.quote(query), wait_until="load", timeout=120_000)
+            page.wait_for_selector("ul.search li", timeout=60_000)
+            cache[query] = page.evaluate(SEARCH_RESULTS)
+            if query == "dropout":
+                page.screenshot(path=str(SCREENSHOTS / "search_dropout.png"))
+            page.close()
+        return cache[query]
+
+    yield run
+    context.close()
+
+
+@pytest.mark.parametrize("query, chapters", [("dropout", ("book/05_", "book/07_")),
+                                             ("LSTM", ("book/09_", "labs/lab05_"))])
+def test_search_ranks_chapter_sections_above_the_api(search, query, chapters):
+    results = search(query)
+    hrefs = [r["href"] for r in results]
+    first_api = next((i for i, h in enumerate(hrefs) if h.startswith("book/api/")), len(hrefs))
+    assert hrefs and hrefs[0].startswith(chapters), f"{query!r}: expected a chapter first, got {hrefs[:5]}"
+    ranked = [i for i, h in enumerate(hrefs) if h.startswith(chapters)]
+    assert ranked and max(ranked[:2]) < first_api, f"{query!r}: API entries before the chapters: {hrefs[:8]}"
+
+
+@pytest.mark.parametrize("query", ["dropout", "LSTM", "convolution", "gradient"])
+def test_search_lists_each_page_once_with_a_readable_snippet(search, query):
+    results = search(query)
+    pages = [r["href"].split("#")[0] for r in results if not r["href"].startswith("book/api/")]
+    twice = sorted({p for p in pages if pages.count(p) > 1})
+    assert not twice, f"{query!r}: pages listed more than once: {twice}"
+    api_pages = [r["href"] for r in results if r["href"].startswith("book/api/")]
+    assert len(api_pages) == len(set(api_pages)), f"{query!r}: an API entry listed twice"
+    toc = re.compile(r"(?:\d+(?:\.\d+)+\.\s+[^\d]{2,60}?){3}")  # three numbered headings in a row: a table of contents
+    problems = [(r["href"], r["snippet"][:100]) for r in results
+                if re.search(r"\\[()\[\]]|\\[a-zA-Z]+\{|\$\$", r["snippet"]) or toc.search(r["snippet"])]
+    assert not problems, f"{query!r}: snippets with raw LaTeX or a table of contents: {problems[:3]}"
+    assert any(r["snippet"] for r in results)

@@ -11,6 +11,15 @@ Nothing third-party is committed to the repository and nothing is loaded from a 
 
 ``_config.yml`` points Sphinx at these copies (``mathjax_path``, ``nb_ipywidgets_js``).
 
+The layout and search fixes (each file says why):
+
+- ``static/dlcourse/sidebar-toggles.js``: the article header's buttons open the navigation drawer
+  and the page contents (the pinned theme pair binds its handlers to hidden copies of them).
+- ``static/dlcourse/site.css``: nothing makes a phone's page scroll sideways (inline code wraps),
+  display math scrolls inside its own box, wide figures stay legible on a phone.
+- ``search_scorer.js`` (``html_search_scorer``): chapter sections rank above API entries, one entry
+  per page, snippets without the table of contents or raw LaTeX.
+
 Two fixes for the browser console, which the site's browser tests keep empty:
 
 - ipywidgets 8 typesets labels with MathJax 2's ``MathJax.Hub.Queue``; ``static/dlcourse/mathjax2-hub.js``
@@ -95,11 +104,16 @@ def add_static_paths(app: Sphinx, config: Config) -> None:
     ours = Path(__file__).resolve().parent / "static"
     config.html_static_path = [*config.html_static_path, str(mathjax_static()), str(html_manager_static(vendor)),
                                str(ours)]
+    # The search page's ranking, one entry per page, readable snippets (see the file).
+    config.html_search_scorer = str(Path(__file__).resolve().parent / "search_scorer.js")
 
 
 def add_scripts(app: Sphinx) -> None:
     # Before everything else, so it sees every assignment of window.MathJax.
     app.add_js_file("dlcourse/mathjax2-hub.js", priority=100)
+    # After the themes' scripts (priority 500): their sidebar buttons, made to work.
+    app.add_js_file("dlcourse/sidebar-toggles.js", priority=800)
+    app.add_css_file("dlcourse/site.css", priority=800)
 
 
 def one_copy_of_each_script(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
