@@ -495,6 +495,9 @@ def vjp(f: Callable[..., Any], *inputs: Any, upstream: Tensor | None = None, wrt
         output = f(*inputs, **kwargs)
         if not isinstance(output, Tensor) or not output.requires_grad:
             grads = None
+        elif upstream is not None and output.shape != upstream.shape:
+            raise CheckError(f"{getattr(f, '__name__', 'the function')}: wrong shape: expected "
+                             f"{_fmt_shape(upstream.shape)}, got {_fmt_shape(output.shape)}")
         else:
             target = output.sum() if upstream is None else output
             grads = torch.autograd.grad(target, [inputs[i] for i in wrt], upstream, allow_unused=True)

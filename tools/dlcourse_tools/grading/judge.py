@@ -511,6 +511,8 @@ def student_program(release: Any, submission: Any | None) -> list[tuple[str, str
     submitted; test cells never run there.
     """
     released = {nbgrader_meta(c).get("grade_id"): c for c in release.cells if nbgrader_meta(c).get("grade_id")}
+    # Released code cells without a grade id (the Colab set-up cell) are the course's code while unchanged.
+    plain = {c.source for c in release.cells if c.get("cell_type") == "code" and not nbgrader_meta(c).get("grade_id")}
     program: list[tuple[str, str, int | None]] = []
     seen: set[str] = set()
     cells = list(submission.cells) if submission is not None else []
@@ -534,7 +536,7 @@ def student_program(release: Any, submission: Any | None) -> list[tuple[str, str
                     program.append(("setup", missing.source, None))
                 program.append(("student", cell.source, i))
                 continue
-        program.append(("student", cell.source, i))
+        program.append(("setup" if ref is None and cell.source in plain else "student", cell.source, i))
     for cell in release.cells:  # set-up cells the submission lost after its last known cell
         gid = nbgrader_meta(cell).get("grade_id")
         if gid and gid not in seen and is_locked_setup(cell):

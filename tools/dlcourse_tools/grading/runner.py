@@ -239,6 +239,8 @@ class Runner:
             if not y.requires_grad:
                 return y, {"grads": self.encode([None] * len(wrt))}
             upstream = req.get("upstream")
+            if upstream is not None and y.shape != upstream.shape:
+                raise ValueError(f"wrong shape: expected {tuple(upstream.shape)}, got {tuple(y.shape)}")
             grads = torch.autograd.grad(y if upstream is not None else y.sum(), wrt, upstream, allow_unused=True)
             return y, {"grads": self.encode(list(grads))}
         if op == "getattr":
