@@ -138,6 +138,8 @@ def _tensor(obj: dict[str, Any]) -> torch.Tensor:
         raise WireError(f"a tensor on an unknown device {device!r}")
     if device != "cpu":
         t = t.to(device)
+    if obj.get("grad") is True and (t.is_floating_point() or t.is_complex()):
+        t.requires_grad_(True)  # a fresh leaf: says only that the student's tensor required a gradient
     return t
 
 
