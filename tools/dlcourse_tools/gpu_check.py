@@ -12,11 +12,11 @@ every step, so that whatever stops it, a partial result is there:
 1. ``environment``: Python, PyTorch (against ``pyproject.toml``'s range), CUDA, the GPU.
 2. ``wheels``: installs the carried wheels (``--wheels``, default ``.gpu-wheels/``) into a
    temporary folder with ``pip install --no-index --no-deps --target`` and puts it on the path
-   of every later step. Which wheels, and how to download them here: ``--help``.
+   of every later step. Which wheels, and how to download them here: the end of ``--help``.
 3. ``unit_tests``: every CUDA variant of the device-parametrized oracle tests (``pytest -k
    cuda``), in groups (layers, losses, optimizers, conv, pooling, RNN/LSTM, attention and the
    transformer, check, train/data/device, generative models, conformance), one pytest run each
-   under its own time limit; the float64 gradchecks run on CUDA too.
+   under its own time limit, four at a time; the float64 gradchecks run on CUDA too.
 4. ``cnn_epoch``: one training epoch of the CNN chapter's model (``dlcourse.models.mnist_cnn`` +
    ``dlcourse.train.fit`` on the 4,000 MNIST training digits, batches of 64, Adam) on CUDA (with
    and without mixed precision, torch's layers and ours) against the same epoch on this
@@ -97,6 +97,7 @@ TEST_GROUPS = [
 ]
 DRY_TEST_GROUPS = [("layers+train", ["test_nn_layers.py", "test_train.py::test_fit_on_each_device"])]  # one start-up
 GROUP_LIMIT_S = (120, 60)  # one group's pytest run (real, dry)
+TEST_WORKERS = (4, 1)  # groups run at once (real, dry)
 
 NOTEBOOKS = ["book/07_pooling_cnn.ipynb", "solutions/lab04_pooling_cnn/lab04_pooling_cnn.ipynb"]
 LECTURE_EPOCH_S = {"cpu": 734.0, "gpu": 27.0}  # the lecture's "why GPU" slide: seconds per epoch
@@ -261,47 +262,63 @@ def _junit_counts(path: Path) -> dict:
             counts["skip_reasons"][reason] = counts["skip_reasons"].get(reason, 0) + 1
         else:
             counts["failed" if outcome.tag == "failure" else "errors"] += 1
-            counts["failures"].append(f"{name}: {(outcome.get('message') or '').strip()[:300]}")
+            if len(counts["failures"]) < 30:  # enough to start from; the log has the rest
+                counts["failures"].append(f"{name}: {(outcome.get('message') or '').strip()[:300]}")
     return counts
 
 
+def _run_test_group(ctx: dict, name: str, files: list[str], limit: float) -> dict:
+    """One group's pytest run on the check's device; its counts from pytest's JUnit XML report."""
+    device = ctx["device"]
+    if ctx["remaining"]() < 5:
+        return {"status": "skipped", "reason": "no time left in the step's limit", "files": files}
+    if name == "conformance" and not _find_spec("expecttest"):
+        return {"status": "skipped", "reason": "expecttest is not installed (carry its wheel, see --help)", "files": files}
+    xml = Path(ctx["tmp"]) / f"junit-{name}.xml"
+    timeout_opt = ["--timeout", str(int(limit))] if _find_spec("pytest_timeout") else []  # one test's limit
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", device, f"--junitxml={xml}",
+           *timeout_opt, *[f"tests/{f}" for f in files]]
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // TEST_WORKERS[ctx["dry_run"]])), **child_env(ctx)}
+    start = time.perf_counter()
+    rc, text = run_limited(cmd, min(limit, ctx["remaining"]()), env=env, log=Path(ctx["log"]))
+    seconds = round(time.perf_counter() - start, 1)
+    if rc is None:
+        return {"status": "failed", "reason": f"timed out after {seconds} s", "files": files, "seconds": seconds,
+                "output": tail(text)}
+    if not xml.exists():
+        return {"status": "failed", "reason": f"pytest exited {rc} without a report", "files": files,
+                "seconds": seconds, "output": tail(text)}
+    counts = _junit_counts(xml)
+    result = {**counts, "files": files, "seconds": seconds}
+    if counts["failed"] or counts["errors"] or rc not in (0, 5):
+        return {"status": "failed", "reason": f"{counts['failed']} failed, {counts['errors']} errors (pytest exited {rc})",
+                **result, "output": tail(text)}
+    if counts["passed"] + counts["skipped"] == 0:
+        return {"status": "skipped", "reason": f"no test selected by -k {device}", **result}
+    if counts["passed"] == 0:
+        return {"status": "failed", "reason": f"nothing ran on {device}: all {counts['skipped']} skipped", **result}
+    return {"status": "ok", "reason": f"{counts['passed']} passed, {counts['skipped']} skipped", **result}
+
+
 def step_unit_tests(ctx: dict, report) -> tuple[str, str, dict]:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     device = ctx["device"]
     groups = _test_groups(ctx)
     limit = GROUP_LIMIT_S[ctx["dry_run"]]
     results: dict[str, dict] = {}
     totals = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    timeout_opt = ["--timeout", str(int(limit))] if _find_spec("pytest_timeout") else []
-    for name, files in groups:
-        if ctx["remaining"]() < 5:
-            results[name] = {"status": "skipped", "reason": "no time left in the step's limit"}
-            continue
-        if name == "conformance" and not _find_spec("expecttest"):
-            results[name] = {"status": "skipped", "reason": "expecttest is not installed (carry its wheel, see --help)"}
-            continue
-        xml = Path(ctx["tmp"]) / f"junit-{name}.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", device, f"--junitxml={xml}",
-               *timeout_opt, *[f"tests/{f}" for f in files]]
-        start = time.perf_counter()
-        rc, text = run_limited(cmd, min(limit, ctx["remaining"]()), env=child_env(ctx), log=Path(ctx["log"]))
-        seconds = round(time.perf_counter() - start, 1)
-        if rc is None:
-            result = {"status": "failed", "reason": f"timed out after {seconds} s", "output": tail(text)}
-        elif not xml.exists():
-            result = {"status": "failed", "reason": f"pytest exited {rc} without a report", "output": tail(text)}
-        else:
-            counts = _junit_counts(xml)
+    # Several pytest processes at once share the GPU (and the CPU's cores): the start-up of each
+    # (importing torch, CUDA's context) overlaps the others' tests.
+    with ThreadPoolExecutor(max_workers=TEST_WORKERS[ctx["dry_run"]]) as pool:
+        futures = {pool.submit(_run_test_group, ctx, name, files, limit): name for name, files in groups}
+        for future in as_completed(futures):  # report each group as it ends: a hang elsewhere loses nothing
+            name = futures[future]
+            results[name] = future.result()
             for key in totals:
-                totals[key] += counts[key]
-            if counts["failed"] or counts["errors"] or rc not in (0, 5):
-                why = f"{counts['failed']} failed, {counts['errors']} errors (pytest exited {rc})"
-                result = {"status": "failed", "reason": why, **counts, "output": tail(text)}
-            elif counts["passed"] == 0:
-                result = {"status": "failed", "reason": f"nothing ran on {device}: {counts['skipped']} skipped", **counts}
-            else:
-                result = {"status": "ok", "reason": f"{counts['passed']} passed, {counts['skipped']} skipped", **counts}
-        results[name] = {**result, "files": files, "seconds": seconds}
-        report({"device": device, "totals": totals, "groups": results})
+                totals[key] += results[name].get(key, 0)
+            report({"device": device, "totals": totals, "groups": results})
+    results = {name: results[name] for name, _ in groups}  # in the groups' order
     details = {"device": device, "totals": totals, "groups": results}
     bad = [n for n, r in results.items() if r["status"] == "failed"]
     summary = (f"{totals['passed']} passed, {totals['failed']} failed, {totals['errors']} errors, "
@@ -522,7 +539,7 @@ def run_check(args: argparse.Namespace) -> dict:
     log.write_text("")
     started = time.time()
     results = {"kind": "dlcourse-gpu-check", "version": 1, "dry_run": dry, "device": device,
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": _commit(),
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": args.commit or _commit(),
                "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "budget_s": budget, "elapsed_s": 0.0,
                "finished": False, "counts": {},
                "steps": {s: {"status": "pending", "reason": "not started yet", "seconds": None, "details": None}
@@ -633,8 +650,11 @@ download them here (versions pinned by constraints.txt, built for CPython 3.12 o
 which runs
   python -m pip download --no-deps {' '.join(PLATFORM_FLAGS[:9])} ... -d .gpu-wheels mlxtend==<pin> ...
 
-on the device machine (the device tool's run, with carry [".gpu-wheels"], timeout_s 540):
-  python3 tools/dlcourse_tools/gpu_check.py --out "$OUT"
+on the device machine (the device tool's run, with carry [".gpu-wheels"], timeout_s 540; the
+script holds itself to 450 s and writes its JSON after every step):
+  python3 tools/dlcourse_tools/gpu_check.py --out "$OUT" --commit <git rev-parse --short HEAD here>
+then publish a real run's JSON for the Performance page:
+  cp <the files it brought back>/gpu-check.json book/data/gpu-results.json
 """
 
 
@@ -644,11 +664,14 @@ def main(argv: list[str] | None = None) -> int:
         if len(argv) != 3 or argv[1] not in STEPS:
             sys.exit(f"gpu_check: --child expects a step ({', '.join(STEPS)}) and a context file, got {argv[1:]}")
         return child_main(argv[1], Path(argv[2]))
-    parser = argparse.ArgumentParser(prog="python tools/dlcourse_tools/gpu_check.py", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python tools/dlcourse_tools/gpu_check.py", description=__doc__,
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.environ.get("OUT") or "_build/gpu-check", metavar="DIR",
                         help="folder for gpu-check.json, gpu-check.txt, gpu-check.log and bench.json "
                              "(default: $OUT if set, else _build/gpu-check)")
+    parser.add_argument("--commit", default=None, metavar="SHA",
+                        help="the commit checked, for the record (default: git's HEAD; a device machine's copy "
+                             "of the working tree may have no .git)")
     parser.add_argument("--dry-run", action="store_true", help="the CPU in place of CUDA, tiny sizes (no GPU needed)")
     parser.add_argument("--wheels", default=str(DEFAULT_WHEELS), metavar="DIR",
                         help=f"folder of carried wheels to install first (default: {DEFAULT_WHEELS.name}/)")
