@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -28,7 +31,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CheckError", "ForbiddenCallError", "close", "equal", "shape", "forbid", "shortcuts",
-           "check_function", "derivative", "random_tensor", "passed", "vjp"]
+           "check_function", "derivative", "random_tensor", "passed", "vjp", "time_limit", "torch_calls"]
 
 # Default tolerances per dtype: loose enough for a different but correct formula, tight enough
 # that an off-by-a-term bug fails.
@@ -508,3 +511,74 @@ def vjp(f: Callable[..., Any], *inputs: Any, upstream: Tensor | None = None, wrt
         raise CheckError(f"{name}: the output carries no gradient; use torch operations on the inputs so "
                          "autograd can follow them")
     return output, tuple(grads)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, name: str = "the code", hint: str = "") -> Iterator[None]:
+    """Stop the code inside the ``with`` block when it runs longer than ``seconds``.
+
+    The block is interrupted at its limit (a ``SIGALRM`` timer, on the main thread of a Unix
+    process, which is where JupyterLab's and Colab's kernels run a cell), so a slow solution fails
+    within the limit instead of running for minutes. Elsewhere (Windows, another thread) the block
+    runs to its end and its time is checked after. A timer that was already set (e.g. a test
+    runner's timeout) is set again afterwards with the time it had left.
+
+    Example::
+
+        with check.time_limit(10, name="conv2d", hint="vectorize it"):
+            y = conv2d(x, weight)
+
+    Raises:
+        CheckError: ``"<name>: stopped after <seconds> s, its time limit: <hint>"``.
+        ValueError: ``seconds`` is not a positive number.
+    """
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0:
+        raise ValueError(f"time_limit: expected a positive number of seconds, got {seconds!r}")
+    message = f"{name}: stopped after {seconds:g} s, its time limit" + (f": {hint}" if hint else "")
+
+    def expired(signum: int, frame: Any) -> None:
+        raise CheckError(message)
+
+    alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    start = time.monotonic()
+    if alarm:
+        previous_handler = signal.signal(signal.SIGALRM, expired)
+        outer_left, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
+            if outer_left > 0:  # give the outer timer back the time it had left (at least a moment)
+                signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3))
+    if time.monotonic() - start > seconds:  # no timer here: the block ran to its end
+        raise CheckError(message)
+
+
+class _CountCalls(torch.overrides.TorchFunctionMode):
+    """Counts the torch functions and tensor methods called from Python (not those they call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def torch_calls(f: Callable[..., Any], *inputs: Any, **kwargs: Any) -> tuple[Any, int]:
+    """``f(*inputs, **kwargs)`` and the number of torch operations it called: ``(output, calls)``.
+
+    Every call of a torch function or tensor method made by ``f``'s Python code counts once
+    (indexing ``x[i]`` and ``y[i] = v`` included; what torch does inside a call does not). A
+    vectorized function makes the same number of calls whatever the sizes of its inputs; a Python
+    loop over their entries makes more calls for larger inputs. Compare two sizes to tell them apart.
+    """
+    remote = getattr(type(f), "__dlcourse_torch_calls__", None)
+    if remote is not None:  # the grader's proxy of a function in the student's process
+        return remote(f, inputs, kwargs)
+    with _CountCalls() as counter:
+        output = f(*inputs, **kwargs)
+    return output, counter.calls
