@@ -15,7 +15,6 @@ offset, with the backward pass written out (:mod:`dlcourse._fast.pool`).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as TF
 from torch import Tensor
 
@@ -98,7 +97,7 @@ def max_pool2d(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None = None,
     inside = TF.pad(x.new_ones(x.shape[-2:]), (pW, pW, pH, pH)).unfold(0, kH, sH).unfold(1, kW, sW).flatten(-2)
     w = windows.detach()  # (inside: (H_out, W_out, kH * kW), 1 in the image, 0 in the padding)
     is_max = ((w == w.amax(dim=-1, keepdim=True)) | w.isnan()) & (inside == 1)  # (N, C, H_out, W_out, kH * kW)
-    first = is_max.to(torch.uint8).argmax(dim=-1, keepdim=True)  # (N, C, H_out, W_out, 1)
+    first = is_max.float().argmax(dim=-1, keepdim=True)  # (N, C, H_out, W_out, 1): the first True
     return windows.gather(-1, first).squeeze(-1)  # (N, C, H_out, W_out); the gradient goes to that entry
 
 
