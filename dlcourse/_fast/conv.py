@@ -106,7 +106,7 @@ def _im2col(xp: Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
     one ``index_select`` from a strided view that starts a run at every pixel (the runs
     overlap; it is a view, nothing is copied until the gather). ``as_strided`` to the 6-D view
     ``(N, H_out, W_out, kH, kW, C)`` and ``reshape`` gives the same matrix, but PyTorch's
-    generic strided copy is slower than this gather, up to several times on a two-core CPU.
+    generic strided copy is slower than this gather.
 
     With ``temporary``, the matrix is written to scratch memory (see :func:`_pad_nhwc`).
 
