@@ -650,6 +650,8 @@ def table(results: dict) -> str:
             rows.append((key, d["status"], "-", "-", "-", target, "-", "-", "-"))
             continue
         met = "-" if d["met"] is None else ("yes" if d["met"] else "NO")
+        if d.get("quick"):  # tiny sizes: a ratio that says nothing about the target
+            met = "(quick)"
         each = [paths.get(key, {}).get(path) for path in ("readable", "fast")]
         rows.append((key, d["shape"], f"{d['mine_ms']:.2f}", f"{d['torch_ms']:.2f}", f"{d['ratio']:.2f}x",
                      target, met, *("-" if p is None else f"{p['ratio']:.2f}x" for p in each)))
@@ -727,6 +729,9 @@ def main(argv: list[str] | None = None) -> int:
               f"mine = {'the fast kernels' if results['fast_default'] else 'the readable code'} "
               "(DLCOURSE_FAST); readable and fast: each path's ratio")
         print(table(results))
+        if args.quick:
+            print("quick: tiny sizes, so these ratios are not comparable with the targets (met? is not judged); "
+                  "run `make bench` without --quick to measure them")
     if results["time_to_accuracy_details"]:
         print("\ntime to accuracy (seconds of training and evaluation, data loading excluded)")
         print(tta_table(results))
