@@ -135,3 +135,20 @@ def test_a_report_with_submissions_gives_the_mean(graded_course: Path) -> None:
 def test_a_report_on_a_lab_not_in_the_gradebook_is_one_line(graded_course: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--course", str(graded_course), "report", "lab02_other"]) == 2
     assert "lab02_other is not in the gradebook: release it first" in capsys.readouterr().err
+
+
+def test_the_course_config_names_the_gradebook_when_db_is_not_given(graded_course: Path, tmp_path: Path) -> None:
+    """The guide's PostgreSQL set-up puts the URL in nbgrader_config.py: every command must use it."""
+    import csv
+
+    from dlcourse_tools.grading.autograde import Options, gradebook
+
+    other = tmp_path / "shared.db"
+    (graded_course / "gradebook.db").rename(other)
+    (graded_course / "nbgrader_config.py").write_text(f"c = get_config()\nc.CourseDirectory.db_url = 'sqlite:///{other}'\n")
+    with gradebook(graded_course, Options(db_url=f"sqlite:///{other}")) as gb:
+        gb.add_student("s1", first_name="Ada", last_name="Lovelace")
+    assert main(["--course", str(graded_course), "export"]) == 0
+    rows = list(csv.DictReader((graded_course / "grades.csv").open(encoding="utf-8")))
+    assert [(r["student_id"], r["last_name"]) for r in rows] == [("s1", "Lovelace")]
+    assert not (graded_course / "gradebook.db").exists()

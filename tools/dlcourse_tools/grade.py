@@ -37,6 +37,16 @@ def labs_of(course: Path) -> list[str]:
     return sorted(found)
 
 
+def course_db_url(course: Path) -> str | None:
+    """``c.CourseDirectory.db_url`` of the course's ``nbgrader_config.py``, if it sets one."""
+    if not (Path(course) / "nbgrader_config.py").is_file():
+        return None
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    return config.get("CourseDirectory", {}).get("db_url") or None
+
+
 def check_lab(course: Path, lab: str, command: str) -> None:
     """Refuse, before anything is done, a lab that is not in ``solutions/`` or ``labs/``."""
     labs = labs_of(course)
@@ -62,7 +72,8 @@ def release(course: Path, lab: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlcourse_tools.grade", description=__doc__.split("\n")[0])
     parser.add_argument("--course", type=Path, default=Path("."), help="the course folder (default: .)")
-    parser.add_argument("--db", default=None, help="gradebook URL (default sqlite:///COURSE/gradebook.db), "
+    parser.add_argument("--db", default=None, help="gradebook URL (default: c.CourseDirectory.db_url of the course's "
+                                                   "nbgrader_config.py, else sqlite:///COURSE/gradebook.db), "
                                                    "e.g. postgresql+psycopg://user@host/dlcourse (psycopg 3)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("release", help="generate the student version of a lab").add_argument("lab")
@@ -106,6 +117,8 @@ def run(args: argparse.Namespace, course: Path) -> int:
     """Carry out one parsed command."""
     if getattr(args, "lab", None) is not None:
         check_lab(course, args.lab, args.command)
+    if args.command != "bench":
+        args.db = args.db or course_db_url(course)
     if args.command == "release":
         release(course, args.lab)
     elif args.command == "import":
@@ -138,11 +151,10 @@ def run(args: argparse.Namespace, course: Path) -> int:
               + (f"; failed: {', '.join(r['student'] for r in failed)}" if failed else ""))
         return 1 if failed else 0
     elif args.command == "feedback":
-        from dlcourse_tools.grading.feedback import generate_feedback
+        from dlcourse_tools.grading.feedback import failed_pages, generate_feedback
 
-        from dlcourse_tools.grading.feedback import failed_pages
-
-        written = generate_feedback(course, args.lab, args.student, workers=args.workers, timeout=args.timeout)
+        written = generate_feedback(course, args.lab, args.student, workers=args.workers, timeout=args.timeout,
+                                    db_url=args.db)
         failed = failed_pages(course, args.lab)
         print(f"wrote {len(written)} feedback files under {course / 'feedback'}"
               + (f"; {len(failed)} could not be rendered (a plain page says so): {', '.join(sorted(failed))}"
