@@ -171,12 +171,14 @@ def test_junit_counts_reads_passes_failures_and_skips(tmp_path):
     xml = tmp_path / "junit.xml"
     xml.write_text("""<testsuites><testsuite name="pytest" tests="4">
       <testcase classname="tests.test_a" name="test_ok[cuda]"/>
+      <testcase classname="tests.test_a" name="test_gradcheck[cuda-float64]"/>
       <testcase classname="tests.test_a" name="test_bad[cuda]"><failure message="assert 1 == 2">...</failure></testcase>
       <testcase classname="tests.test_a" name="test_err[cuda]"><error message="fixture broke"/></testcase>
       <testcase classname="tests.test_a" name="test_mps[cuda]"><skipped message="MPS is not available"/></testcase>
     </testsuite></testsuites>""")
     counts = gpu_check._junit_counts(xml)
-    assert (counts["passed"], counts["failed"], counts["errors"], counts["skipped"]) == (1, 1, 1, 1)
+    assert (counts["passed"], counts["failed"], counts["errors"], counts["skipped"]) == (2, 1, 1, 1)
+    assert counts["float64_passed"] == 1
     assert counts["failures"] == ["tests.test_a::test_bad[cuda]: assert 1 == 2", "tests.test_a::test_err[cuda]: fixture broke"]
     assert counts["skip_reasons"] == {"MPS is not available": 1}
 
@@ -220,3 +222,23 @@ def test_performance_page_shows_published_gpu_results_with_date_and_device(tmp_p
     ratio = published["steps"]["cnn_epoch"]["details"]["cpu_over_device"]
     assert f"{ratio:.1f}x faster on the GPU" in out and "(the lecture: 27x)" in out
     assert "dlcourse / torch on the GPU:" in out
+
+
+def test_the_real_runs_epoch_summary_compares_cpu_and_cuda_with_the_lecture():
+    runs = {"cuda torch.nn": {"status": "ok", "epoch_s": 0.5}, "cuda torch.nn amp": {"status": "ok", "epoch_s": 0.4},
+            "cpu torch.nn": {"status": "ok", "epoch_s": 6.0}}
+    status, reason, details = gpu_check.epoch_summary({"train_size": 4000, "runs": runs}, "cuda", dry=False)
+    assert status == "ok" and details["cpu_over_device"] == 12.0 and details["cpu_over_device_amp"] == 15.0
+    assert reason == "one epoch: CPU 6.00 s, CUDA 0.50 s: 12.0x faster, 15.0x with AMP (lecture: 27x)"
+    del runs["cpu torch.nn"]  # e.g. cut at the step's limit
+    status, reason, _ = gpu_check.epoch_summary({"train_size": 4000, "runs": runs}, "cuda", dry=False)
+    assert status == "failed" and "did not run" in reason
+
+
+def test_the_real_run_groups_every_oracle_test_file_once():
+    groups = gpu_check._test_groups({"dry_run": False})
+    files = [f for _, group in groups for f in group]
+    assert len(files) == len(set(files))
+    assert {"test_conv.py", "test_pool.py", "test_rnn.py", "test_optim.py", "test_losses.py", "test_attention.py",
+            "test_transformer.py", "test_check.py", "test_train.py", "test_generative.py", "test_nn.py"} <= set(files)
+    assert all((ROOT / "tests" / f).exists() for f in files)
