@@ -279,7 +279,7 @@ def _run_test_group(ctx: dict, name: str, files: list[str], limit: float) -> dic
         return {"status": "skipped", "reason": "expecttest is not installed (carry its wheel, see --help)", "files": files}
     xml = Path(ctx["tmp"]) / f"junit-{name}.xml"
     timeout_opt = ["--timeout", str(int(limit))] if _find_spec("pytest_timeout") else []  # one test's limit
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", device, f"--junitxml={xml}",
+    cmd = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-p", "no:cacheprovider", "-k", device, f"--junitxml={xml}",
            *timeout_opt, *[f"tests/{f}" for f in files]]
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // TEST_WORKERS[ctx["dry_run"]])), **child_env(ctx)}
     start = time.perf_counter()
@@ -551,6 +551,7 @@ def run_check(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="dlcourse-gpu-check-"))
     log = out / LOG_NAME
     log.write_text("")
+    (out / "bench.json").unlink(missing_ok=True)  # an earlier run's, which this one may not replace
     started = time.time()
     results = {"kind": "dlcourse-gpu-check", "version": 1, "dry_run": dry, "device": device,
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": args.commit or _commit(),
