@@ -1,13 +1,15 @@
-"""The nbgrader round trip of every lab: solutions/ -> labs/ -> submissions -> autograded scores.
+"""Every lab through the instructor's workflow: solutions/ -> labs/ -> submissions -> autograded scores.
 
-nbgrader runs as an instructor would run it, in a scratch copy of the course (``nbgrader_config.py``
-and ``solutions/``), with the interpreter that runs pytest. Once per test session:
+The course's commands run as an instructor runs them (``python -m dlcourse_tools.grade release``
+and ``autograde``, what ``make release`` and ``make autograde`` call), in a scratch copy of the
+course (``nbgrader_config.py`` and ``solutions/``), with the interpreter that runs pytest. Once
+per test session:
 
-1. ``nbgrader generate_assignment`` writes the student version of each lab. Its output is
-   deterministic, so it must equal the committed ``labs/`` byte for byte (``make labs`` rewrites
-   it), and no line of a solution or of a hidden test may leak into it.
-2. ``nbgrader autograde`` grades three submissions of each lab in one call, so each notebook
-   executes once: ``solution``, the released notebook with the instructor's solution code in
+1. ``release`` (nbgrader's ``generate_assignment``) writes the student version of each lab. Its
+   output is deterministic, so it must equal the committed ``labs/`` byte for byte (``make
+   labs`` rewrites it), and no line of a solution or of a hidden test may leak into it.
+2. ``autograde`` (the judge: student code in the sandbox, tests outside it) grades three
+   submissions of each lab with 2 workers: ``solution``, the released notebook with the instructor's solution code in
    every solution cell, must get full marks; ``untouched``, the released notebook as is, must
    get 0 without crashing nbgrader; ``hardcoded`` (labs with a module in ``tests/hardcoded/``), solution cells that return the
    answers the visible tests expect as constants, must pass every visible test and still lose
@@ -145,6 +147,16 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def grade(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the instructor's command ``python -m dlcourse_tools.grade ARGS`` in the course folder."""
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "dlcourse_tools.grade", *args], cwd=course, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"grade {' '.join(args)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-5000:]}"
+    return proc
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A scratch course: labs generated from solutions/, then three submissions per lab autograded."""
@@ -153,7 +165,7 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.copytree(ROOT / "solutions", root / "solutions",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     for lab in LABS:
-        nbgrader(root, "generate_assignment", lab, "--force")
+        grade(root, "release", lab)  # nbgrader's generate_assignment, as `make release` runs it
         for name in notebooks(lab):
             release = read_nb(root / "labs" / lab / f"{name}.ipynb")
             solutions = read_nb(root / "solutions" / lab / f"{name}.ipynb")
@@ -162,7 +174,7 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 submissions["hardcoded"] = make_submission(release, solutions, HARDCODED[lab]())
             for student, nb in submissions.items():
                 write_nb(nb, root / "submitted" / student / lab / f"{name}.ipynb")
-        nbgrader(root, "autograde", lab, "--force")
+        grade(root, "autograde", lab, "--workers", "2", "--no-progress")  # as `make autograde` runs it
     yield root
 
 

@@ -277,17 +277,17 @@ def test_timeouts_crashes_and_tampering_are_reported(batch) -> None:
 
     results, course = batch["results"], batch["course"]
     assert "test_elu" in results["carla_mixed"]["timeouts"]
-    assert "CellTimeoutError" in outputs(course, "carla_mixed")["test_elu"]
+    assert "TimeoutError" in outputs(course, "carla_mixed")["test_elu"]
     assert any("exited with status 3" in d for d in results["crashes"]["kernel_deaths"]), results["crashes"]
     assert any("SIGSEGV" in d for d in results["killers"]["kernel_deaths"]), results["killers"]
     assert "memory" in outputs(course, "killers")["test_tanh"].lower()
-    during = [t for t in results["monkey"]["tampering"] if t["when"] == "during"]
-    assert any(t["grade_id"] == "test_dense" for t in during), results["monkey"]["tampering"]
-    assert "TamperingError" in outputs(course, "monkey")["test_dense"]
+    # The monkey patched dlcourse.check in its own process: the judge's checks, in another process, saw
+    # its wrong values and failed them with the usual one-sentence messages.
+    assert "CheckError" in outputs(course, "monkey")["test_dense"]
+    assert any("torch.sigmoid" in f for f in results["forbidden"]["forbidden"]), results["forbidden"]
     text = "\n".join(f"{s}: {why}" for s, why in problems(course, LAB))
     for needle in ("malformed: not graded", "erin_missing: not graded: no notebook", "carla_mixed: timed out",
-                   "crashes: kernel died", "killers: kernel died", "monkey: changed the grader's checks",
-                   "fay_twice: several notebooks"):
+                   "crashes: kernel died", "killers: kernel died", "fay_twice: several notebooks"):
         assert needle in text, text
 
 
@@ -329,7 +329,7 @@ def test_feedback_shows_names_points_and_messages_but_no_hidden_tests(batch) -> 
     text = html_lib.unescape(re.sub(r"<[^>]+>", "", raw))
     assert "test_tanh" in text and re.search(r"Score:\s*0(\.0)?\s*/\s*2(\.0)?", text), "no test name or points"
     assert "CheckError: tanh(x) for torch.float" in text  # dlcourse.check's one-sentence message
-    assert "ForbiddenCallError" in text and "CellTimeoutError" in text
+    assert "ForbiddenCallError" in text and "TimeoutError" in text
     assert 'check.passed("sigmoid and sigmoid_grad match PyTorch")' in text  # the visible test is shown
     for hidden in ("x = random_inputs(dtype)", "BEGIN HIDDEN TESTS", "slope = random_inputs"):
         assert hidden not in text, f"hidden test code in the feedback: {hidden!r}"

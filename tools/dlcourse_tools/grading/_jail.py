@@ -121,6 +121,10 @@ def main(argv: list[str]) -> int:
     assert sep == "--", "usage: _jail.py SPEC -- COMMAND..."
     with open(spec_path) as f:
         spec = json.load(f)
+    for folder in (spec.get("cgroup") or "").split(":"):  # one budget for everything the submission starts
+        if folder:
+            with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
     root = build_root(spec)
     enter(root, spec)
     env = spec["env"]

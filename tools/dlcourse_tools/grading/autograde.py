@@ -137,12 +137,50 @@ def lab_notebooks(course: Path, lab: str) -> list[str]:
     return sorted(p.stem for p in (Path(course) / cfg["source_directory"] / lab).glob("*.ipynb"))
 
 
-def _sandbox(options: Options) -> Any:
+def _sandbox(options: Options, long_lived: bool = False) -> Any:
     if not options.sandboxed:
         return None
     from dlcourse_tools.grading.sandbox import Limits, Sandbox
 
-    return Sandbox(limits=Limits(cpu_s=options.cpu_s, wall_s=options.wall_s, memory_mb=options.memory_mb))
+    # A warm sandbox lives as long as its worker; each submission's time is the judge's to limit.
+    wall = 7 * 24 * 3600 if long_lived else options.wall_s
+    uid = 100_000 + os.getpid() if os.getuid() == 0 else None  # one user per worker: quotas are not shared
+    sandbox = Sandbox(limits=Limits(cpu_s=options.cpu_s, wall_s=wall, memory_mb=options.memory_mb))
+    if uid is not None:
+        sandbox.uid = uid
+    return sandbox
+
+
+_zygote: dict[str, Any] = {}
+
+
+def worker_zygote(options: Options) -> Any:
+    """This worker's warm sandbox (:class:`~dlcourse_tools.grading.judge.Zygote`), started once; ``None`` unsandboxed."""
+    if not options.sandboxed:
+        return None
+    if "z" not in _zygote:
+        import atexit
+
+        from dlcourse_tools.grading.judge import Zygote
+        from dlcourse_tools.grading.sandbox import make_cgroup, remove_cgroup
+
+        sandbox = _sandbox(options, long_lived=True)
+        sandbox.cgroup = make_cgroup(f"dlcourse-grading-{os.getpid()}", options.memory_mb + 1024,
+                                     sandbox.limits.processes)
+        base = Path(options.scratch or tempfile.gettempdir()) / "dlcourse-grading"
+        base.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="w", dir=base))
+        os.chmod(scratch, 0o755)
+        zygote = Zygote(sandbox, scratch)
+
+        def close() -> None:
+            zygote.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
+            remove_cgroup(sandbox.cgroup)
+
+        atexit.register(close)
+        _zygote["z"] = zygote
+    return _zygote["z"]
 
 
 def grade_submission(course: Path, lab: str, student: str, options: Options) -> dict[str, Any]:
@@ -156,7 +194,7 @@ def grade_submission(course: Path, lab: str, student: str, options: Options) -> 
     started = time.monotonic()
     record: dict[str, Any] = {"student": student, "lab": lab, "success": True, "error": "", "seconds": 0.0,
                               "exec_seconds": 0.0, "kernel_deaths": [], "timeouts": [], "tampering": [],
-                              "notebooks": [], "tests": {}}
+                              "forbidden": [], "notebooks": [], "tests": {}}
     scores: dict[str, dict[str, float]] = {}
     base = Path(options.scratch or tempfile.gettempdir()) / "dlcourse-grading"
     base.mkdir(parents=True, exist_ok=True)
@@ -166,9 +204,9 @@ def grade_submission(course: Path, lab: str, student: str, options: Options) -> 
         release = nbformat.read(course / cfg["release_directory"] / lab / f"{name}.ipynb", as_version=4)
         submitted = course / "submitted" / student / lab / f"{name}.ipynb"
         submission = read_notebook(submitted) if submitted.is_file() else None
-        scratch = Path(tempfile.mkdtemp(prefix=f"{len(student)}-", dir=base))
+        scratch = Path(tempfile.mkdtemp(prefix="s", dir=base))
         os.chmod(scratch, 0o755)
-        process = StudentProcess(_sandbox(options), scratch)
+        process = StudentProcess(_sandbox(options), scratch, zygote=worker_zygote(options))
         try:
             report = Judge(source, release, submission, process, budget).grade()
         except Exception as err:  # noqa: BLE001 (a grader bug must not stop the class)
@@ -184,7 +222,7 @@ def grade_submission(course: Path, lab: str, student: str, options: Options) -> 
         record["exec_seconds"] += report.seconds
         record["kernel_deaths"] += report.deaths
         record["timeouts"] += [gid for gid, t in report.tests.items() if t.error and "time limit" in t.error]
-        record["tampering"] += [{"grade_id": None, "when": "forbidden", "changed": [f]} for f in report.forbidden]
+        record["forbidden"] += report.forbidden
         scores[name] = {gid: t.score for gid, t in report.tests.items()}
         record["tests"].update({gid: {"score": t.score, "points": t.points, "error": t.error,
                                       "seconds": round(t.seconds, 2)} for gid, t in report.tests.items()})

@@ -50,7 +50,11 @@ MAX_OUTPUT = 20_000
 
 
 class StudentError(Exception):
-    """The student's code raised, died, timed out or broke the protocol during one operation."""
+    """The student's process died, timed out or broke the protocol during one operation."""
+
+
+class StudentTimeout(StudentError):
+    """The student's code ran past its time limit and was stopped."""
 
 
 def _forbidden_error() -> type:
@@ -78,13 +82,106 @@ class Budget:
     restarts: int = 3
 
 
-class StudentProcess:
-    """The runner, started in the sandbox (or plainly, where ``sandbox`` is ``None``)."""
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS",
+                                                         "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+    env.update(extra, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return env
 
-    def __init__(self, sandbox: Any, scratch: Path, env: dict[str, str] | None = None) -> None:
+
+class Zygote:
+    """A warm sandbox: one process that imported torch once and forks a fresh student's process per submission.
+
+    Started once per grading worker (``sandbox`` required: between two students it kills every
+    other process of its PID namespace and empties the scratch folder, ``/tmp`` and ``/dev/shm``).
+    The judge talks to it over a Unix socket pair and hands each child its two pipe ends.
+    """
+
+    def __init__(self, sandbox: Any, scratch: Path) -> None:
+        self.sandbox, self.scratch = sandbox, Path(scratch)
+        self.proc: subprocess.Popen | None = None
+        self.sock: Any = None
+        self.starts = 0
+
+    def start(self, timeout: float = 180.0) -> None:
+        import socket
+
+        self.stop()
+        self.starts += 1
+        job = self.scratch / f"zygote{self.starts}"
+        job.mkdir(parents=True, exist_ok=True)
+        os.chmod(job, 0o755)
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-c", "import sys; from dlcourse_tools.grading.runner import zygote_main; "
+                                      "sys.exit(zygote_main())"]
+        cmd = self.sandbox.command(argv, job, _child_env({"DLCOURSE_SANDBOXED": "1"}))
+        self.proc = subprocess.Popen(cmd, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
+                                     cwd=job, env={k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ},
+                                     start_new_session=True)
+        theirs.close()
+        self.sock = ours
+        reply = self._line(time.monotonic() + timeout)
+        if "ready" not in reply:
+            raise StudentError("the grading sandbox did not start")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _line(self, deadline: float) -> dict[str, Any]:
+        import json
+
+        buffer = b""
+        while not buffer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, min(left, 1.0)))
+            if not ready:
+                if left <= 0 or not self.alive():
+                    self.stop()
+                    raise StudentError("the grading sandbox stopped answering")
+                continue
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                self.stop()
+                raise StudentError("the grading sandbox stopped")
+            buffer += chunk
+            if len(buffer) > 65536:
+                self.stop()
+                raise StudentError("the grading sandbox broke its protocol")
+        reply = json.loads(buffer.decode())
+        return reply if isinstance(reply, dict) else {}
+
+    def command(self, op: str, fds: list[int] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        import json
+        import socket
+
+        if not self.alive():
+            self.start()
+        socket.send_fds(self.sock, [json.dumps({"op": op}).encode()], fds or [])
+        return self._line(time.monotonic() + timeout)
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+class StudentProcess:
+    """The runner, forked by a :class:`Zygote`, or started in the sandbox (or plainly, where ``sandbox`` is ``None``)."""
+
+    def __init__(self, sandbox: Any, scratch: Path, env: dict[str, str] | None = None,
+                 zygote: Zygote | None = None) -> None:
         self.sandbox, self.scratch = sandbox, Path(scratch)
         self.env = env or {}
+        self.zygote = zygote
         self.proc: subprocess.Popen | None = None
+        self.forked = False
         self.generation = 0
         self.death: str | None = None
 
@@ -92,6 +189,9 @@ class StudentProcess:
         self.kill()
         self.generation += 1
         self.death = None
+        if self.zygote is not None:
+            self._fork(timeout)
+            return
         job = self.scratch / f"run{self.generation}"
         job.mkdir(parents=True, exist_ok=True)
         # By import, not `-m`: handles must live in the module the unpickled proxies import.
@@ -120,10 +220,39 @@ class StudentProcess:
         if reply.get("value") != "ready":
             raise StudentError("the student's process did not start")
 
+    def _fork(self, timeout: float) -> None:
+        to_child, from_judge = os.pipe()[::-1]  # (write end for the judge, read end for the child)
+        from_child, to_judge = os.pipe()
+        try:
+            reply = self.zygote.command("fork", [from_judge, to_judge], timeout)
+        finally:
+            os.close(from_judge)
+            os.close(to_judge)
+        if "pid" not in reply:
+            os.close(to_child)
+            os.close(from_child)
+            raise StudentError("the grading sandbox could not start the student's process")
+        self._send_fd, self._recv_fd = to_child, from_child
+        self.forked = True
+        reply = self._receive(time.monotonic() + timeout)
+        if reply.get("value") != "ready":
+            raise StudentError("the student's process did not start")
+
     def alive(self) -> bool:
+        if self.forked:
+            return self.death is None
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
+        if self.forked:
+            self.forked = False
+            for fd in (self._send_fd, self._recv_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(StudentError):
+                self.zygote.command("done")  # kills whatever the student's code started, empties its folders
+            self.death = self.death or "stopped"
+            return
         if self.proc is None:
             return
         try:
@@ -140,6 +269,19 @@ class StudentProcess:
         self.proc = None
 
     def _why_dead(self) -> str:
+        if self.forked:
+            code = None
+            for _ in range(20):
+                with contextlib.suppress(StudentError, ValueError):
+                    code = self.zygote.command("status", timeout=10).get("status")
+                if code is not None:
+                    break
+                time.sleep(0.05)
+            if code is None:
+                return "the student's process stopped answering"
+            from dlcourse_tools.grading.sandbox import describe_exit
+
+            return describe_exit(128 - code if code < 0 else code)
         code = self.proc.poll() if self.proc else None
         if code is None:
             return "the student's process stopped answering"
@@ -157,17 +299,18 @@ class StudentProcess:
             if left <= 0:
                 self.death = "the time limit was reached"
                 self.kill()
-                raise StudentError(f"{self.death} (the code was stopped)")
+                raise StudentTimeout("the time limit was reached: the student's code was stopped")
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
             if not ready:
-                if not self.alive():
+                if not self.forked and not self.alive():
                     self.death = self._why_dead()
                     raise StudentError(self.death)
                 continue
             chunk = os.read(fd, max(need - len(buffer), 1 << 16) if size is None else min(need - len(buffer), 1 << 20))
             if not chunk:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=5)
+                if self.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(timeout=5)
                 self.death = self._why_dead()
                 self.kill()
                 raise StudentError(self.death)
@@ -869,8 +1012,12 @@ def threading_main() -> bool:
 def one_line(error: BaseException) -> str:
     """An error as the student reads it: its class and its message, on one line."""
     name = type(error).__name__
-    if name == "CheckError" or isinstance(error, AssertionError):
+    if isinstance(error, AssertionError):
         name = "CheckError" if name in ("CheckError", "AssertionError") else name
+    elif isinstance(error, StudentTimeout):
+        name = "TimeoutError"
+    elif isinstance(error, StudentError):
+        name = "ProcessDied"
     text = " ".join(str(error).split())
     if isinstance(error, _Timeout):
         return "TimeoutError: the test's time limit was reached"

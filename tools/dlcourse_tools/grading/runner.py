@@ -265,12 +265,17 @@ class Runner:
 
 
 def main() -> int:
+    """One student's process, talking to the judge on its standard input and output."""
+    inp, out = os.dup(0), os.dup(1)
+    return serve(inp, out)
+
+
+def serve(inp: int, out: int) -> int:
     import cloudpickle
 
     from dlcourse_tools.grading.wire import dumps, read_frame, write_frame
 
-    # The protocol gets private copies of stdin and stdout; the student's prints go to a log.
-    inp, out = os.dup(0), os.dup(1)
+    # The protocol keeps private descriptors; the student's prints go to a log, input is empty.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     log = os.open("runner.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -296,6 +301,131 @@ def main() -> int:
         except (TypeError, ValueError) as err:
             payload = dumps({"ok": False, "error": {"ename": "WireError", "evalue": f"unencodable reply: {err}"}})
         write_frame(out, payload)
+
+
+def _warm_up() -> None:
+    """Import what every student's process needs (torch, IPython, the dispatch modes), once."""
+    import cloudpickle  # noqa: F401
+    import torch
+    from IPython.core.interactiveshell import InteractiveShell  # noqa: F401
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import dlcourse.check  # noqa: F401
+    import dlcourse_tools.grading.wire  # noqa: F401
+
+    class _Noop(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with _Noop():  # its first use imports torch._dynamo (seconds): done here, not in a student's test
+        torch.ones(1) + 1
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _sweep(keep: set[int], folders: list[str]) -> None:
+    """Kill every process of this sandbox but ``keep`` and empty ``folders`` (between two students)."""
+    import shutil
+    import signal
+
+    for _ in range(3):
+        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                    break
+            except ChildProcessError:
+                break
+        if not others:
+            break
+    for folder in folders:
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def zygote_main() -> int:
+    """A warm parent in the sandbox: forks one student's process per submission, then sweeps up after it.
+
+    Its standard input is a Unix socket to the judge. Each ``fork`` message carries two pipe ends
+    (file descriptors passed with ``SCM_RIGHTS``); the child serves the judge on them. ``done``
+    kills every other process in the sandbox (whatever the student's code started) and empties
+    the scratch folder, ``/tmp`` and ``/dev/shm`` before the next student.
+    """
+    import ctypes
+    import json
+    import socket
+
+    ctrl = socket.socket(fileno=os.dup(0))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # nothing printed here may reach the judge's socket
+        os.dup2(devnull, fd)
+    sandboxed = os.getpid() == 2 and os.environ.get("DLCOURSE_SANDBOXED") == "1"  # PID 1 is the sandbox's init
+    try:
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: a student's process cannot ptrace this one
+    except Exception:  # noqa: BLE001
+        pass
+    _warm_up()
+    home = os.getcwd()
+    ctrl.sendall(json.dumps({"ready": os.getpid()}).encode() + b"\n")
+    child = 0
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctrl, 4096, 2)
+        except OSError:
+            return 0
+        if not msg:
+            return 0
+        cmd = json.loads(msg.decode())
+        if cmd.get("op") == "fork" and len(fds) == 2:
+            work = os.path.join(home, "student")
+            os.makedirs(work, exist_ok=True)
+            pid = os.fork()
+            if pid == 0:
+                ctrl.close()
+                os.setsid()
+                os.chdir(work)
+                os.environ.update(HOME=work, IPYTHONDIR=os.path.join(work, ".ipython"),
+                                  MPLCONFIGDIR=os.path.join(work, ".matplotlib"))
+                try:
+                    serve(fds[0], fds[1])
+                finally:
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            child = pid
+            ctrl.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        elif cmd.get("op") == "status":
+            status = None
+            if child:
+                try:
+                    pid, code = os.waitpid(child, os.WNOHANG)
+                    status = os.waitstatus_to_exitcode(code) if pid else None
+                except ChildProcessError:
+                    status = -9
+            ctrl.sendall(json.dumps({"status": status}).encode() + b"\n")
+        elif cmd.get("op") == "done":
+            if sandboxed:  # in the sandbox's own PID namespace: everything else there is the student's
+                _sweep({os.getpid(), 1}, [os.path.join(home, "student"), "/tmp", "/dev/shm"])
+            child = 0
+            ctrl.sendall(b'{"done": true}\n')
+        else:
+            for fd in fds:
+                os.close(fd)
+            ctrl.sendall(b'{"error": "unknown command"}\n')
 
 
 if __name__ == "__main__":

@@ -1,20 +1,21 @@
-"""Where student code runs during autograding: a kernel in its own Linux namespaces, under limits.
+"""Where student code runs during autograding: processes in their own Linux namespaces, under limits.
 
-nbgrader runs a submission's code with the grader's own permissions: it could read
-``solutions/`` and the gradebook (which holds the hidden tests), overwrite other students'
-grades, or reach the network. Here each kernel starts inside fresh mount, PID, network, IPC
-and UTS namespaces made by util-linux's ``unshare`` (part of every Debian and Ubuntu system,
-nothing to install), in a minimal read-only root that holds the Python installation, the
-virtual environment and the ``dlcourse`` package, plus one writable scratch folder (see
-:mod:`dlcourse_tools.grading._jail` for the steps). Started as root, the kernel then runs as the
-unprivileged user ``nobody``; started as another user, ``unshare --user`` maps that user to
-root inside a user namespace (the kernel keeps no privilege outside it). The kernel talks to
-the grader through Unix sockets in its scratch folder (ZeroMQ ``ipc``), since its network
-namespace has no interface up.
+Each grading worker's student processes run inside fresh mount, PID, network, IPC and UTS
+namespaces made by util-linux's ``unshare`` (part of every Debian and Ubuntu system, nothing to
+install), in a minimal read-only root that holds the Python installation, the virtual
+environment and the ``dlcourse`` package, plus one writable scratch folder (see
+:mod:`dlcourse_tools.grading._jail` for the steps): no ``solutions/``, no gradebook, no other
+submission, no network. Started as root, the processes run as an unprivileged user of their own
+(one user id per worker, so one student's processes cannot use up another's process quota);
+started as another user, ``unshare --user`` maps that user to root inside a user namespace.
+Where cgroups can be created, each worker's sandbox gets one memory and process budget for
+everything the submission starts (:func:`make_cgroup`). The student's process talks to the judge
+over pipes and a Unix socket pair: nothing with a path, whatever ``TMPDIR`` is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,9 +27,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import AsyncKernelManager
-from traitlets import Any as AnyTrait
-from traitlets import Unicode
 
 JAIL = Path(__file__).with_name("_jail.py")
 NOBODY = 65534  # uid and gid of ``nobody`` on Debian
@@ -74,6 +72,8 @@ class Sandbox:
 
     limits: Limits = field(default_factory=Limits)
     read_only: tuple[str, ...] = ()
+    uid: int = NOBODY
+    cgroup: str | None = None
 
     def visible_paths(self) -> list[str]:
         import dlcourse
@@ -106,14 +106,15 @@ class Sandbox:
         spec = {
             "root": str(root), "cwd": str(work), "read_only": self.visible_paths(), "writable": [str(work)],
             "devices": [d for d in os.listdir("/dev") if d.startswith("nvidia")],
-            "uid": NOBODY if as_root else None, "gid": NOBODY if as_root else None,
+            "uid": self.uid if as_root else None, "gid": self.uid if as_root else None,
+            "cgroup": self.cgroup,
             "limits": asdict(self.limits), "tmp_mb": self.limits.tmp_mb, "env": kernel_env,
         }
         spec_file = job / "sandbox.json"
         spec_file.write_text(json.dumps(spec, indent=1))
         if as_root:
             for path in [work, *work.rglob("*")]:
-                os.chown(path, NOBODY, NOBODY)
+                os.chown(path, self.uid, self.uid)
         return [*unshare_prefix(), sys.executable, "-I", "-S", str(JAIL), str(spec_file), "--", *argv]
 
 
@@ -143,32 +144,50 @@ def unavailable() -> str | None:
     return None
 
 
-class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernels run in a :class:`Sandbox`, connected over Unix sockets.
+def make_cgroup(name: str, memory_mb: int, processes: int) -> str | None:
+    """A cgroup for one grading worker's sandbox: its memory and process count, all processes together.
 
-    ``job`` is a folder of the grader's; the kernel sees only ``job/work`` (its scratch folder,
-    which also holds the connection file and the sockets).
+    Uses cgroups v2 where its memory and pids controllers are available to us, else the v1
+    ``memory`` and ``pids`` hierarchies; returns the folders joined by ``:`` (the jail enters each),
+    or ``None`` where neither can be created (then only the per-process limits apply).
     """
+    made = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    where = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            where[c] = path
+    v2 = Path("/sys/fs/cgroup") if Path("/sys/fs/cgroup/cgroup.controllers").is_file() else None
+    candidates = []
+    if v2 is not None and {"memory", "pids"} <= set((v2 / "cgroup.controllers").read_text().split()):
+        candidates.append((v2 / where.get("", "/").lstrip("/") / name,
+                           {"memory.max": str(memory_mb * 2**20), "pids.max": str(processes)}))
+    else:
+        for controller, settings in (("memory", {"memory.limit_in_bytes": str(memory_mb * 2**20)}),
+                                     ("pids", {"pids.max": str(processes)})):
+            root = Path("/sys/fs/cgroup") / controller
+            if controller in where and root.is_dir():
+                candidates.append((root / where[controller].lstrip("/") / name, settings))
+    for folder, settings in candidates:
+        try:
+            folder.mkdir(exist_ok=True)
+            for key, value in settings.items():
+                (folder / key).write_text(value)
+            made.append(str(folder))
+        except OSError:
+            continue
+    return ":".join(made) or None
 
-    job = Unicode(help="the folder of this kernel's sandbox; job/work is its scratch folder")
-    sandbox = AnyTrait(help="a dlcourse_tools.grading.sandbox.Sandbox")
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        work = Path(self.job) / "work"
-        work.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.job, 0o755)
-        self.transport = "ipc"
-        self.ip = str(work / "kernel")
-        self.connection_file = str(work / "kernel.json")
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        env = dict(kw.pop("env", os.environ))
-        wrapped = self.sandbox.command(list(kernel_cmd), Path(self.job), env)
-        kw["cwd"] = self.job
-        kw["stdout"] = kw["stderr"] = subprocess.DEVNULL  # the kernel's banner; errors come as messages
-        kw["env"] = {k: env[k] for k in ("PATH", "LANG") if k in env}
-        await super()._async_launch_kernel(wrapped, **kw)
+def remove_cgroup(cgroup: str | None) -> None:
+    for folder in (cgroup or "").split(":"):
+        if folder:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def describe_exit(code: int | None) -> str:
