@@ -188,7 +188,8 @@ def step_environment(ctx: dict, report) -> tuple[str, str, dict]:
     details = {"python": platform.python_version(), "executable": sys.executable, "torch": torch.__version__,
                "torch_range": torch_range, "torch_in_range": Requirement(torch_range).specifier.contains(version),
                "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+               "cpu_count": os.cpu_count(), "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(),
+               "machine": platform.machine()}
     smi = shutil.which("nvidia-smi")
     if smi:
         rc, text = run_limited([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], 20)
@@ -207,6 +208,14 @@ def step_environment(ctx: dict, report) -> tuple[str, str, dict]:
                           f"{torch.version.cuda}); on a machine without a GPU use --dry-run", details)
     where = details.get("gpu", "CPU (dry run)")
     return "ok", f"torch {torch.__version__} in {torch_range!r}, Python {details['python']}, on {where}", details
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def _pyproject_dependencies() -> list[str]:
