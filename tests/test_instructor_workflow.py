@@ -131,7 +131,57 @@ def cases(course: Path, port: int) -> dict[str, tuple[str, Any, dict[str, float]
         package=str(ROOT / "dlcourse" / "pwned.py"), port=port))
     forbidden = dict(sol, sigmoid="def sigmoid(x):\n    return torch.sigmoid(x)\n\n"
                                   "def sigmoid_grad(x):\n    s = torch.sigmoid(x)\n    return s * (1 - s)\n")
+    # Issue 17's classes of weakness, one submission each; none may buy a point it did not earn.
+    hide_errors = dict(blank, sigmoid=(
+        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: print('\u2714 passed'))\n"
+        "import sys\nsys.excepthook = lambda *a: None\n" + blank["sigmoid"]),
+        tanh="from IPython.display import display\ndisplay({'text/plain': '\u2714 tanh passed'}, raw=True)\n"
+             + blank["tanh"])
+    frames = dict(sol, sigmoid=(
+        "def sigmoid(x):\n    import sys\n    f = sys._getframe(1)\n    while f is not None:\n"
+        "        for v in f.f_locals.values():\n"
+        "            if isinstance(v, torch.Tensor) and v.shape == x.shape and v is not x:\n                return v\n"
+        "        f = f.f_back\n    return x\n\ndef sigmoid_grad(x):\n    return x\n"))
+    dynamic = dict(sol, sigmoid=("def sigmoid(x):\n    return getattr(torch, 'sig' + 'moid')(x)\n\n"
+                                 "def sigmoid_grad(x):\n    s = sigmoid(x)\n    return s * (1 - s)\n"),
+                   tanh=("def tanh(x):\n    return torch.ops.aten.tanh(x)\n\n"
+                         "def tanh_grad(x):\n    return 1 - tanh(x) ** 2\n"),
+                   relu=("import threading\n\ndef relu(x):\n    out = []\n"
+                         "    t = threading.Thread(target=lambda: out.append(torch.relu(x)))\n    t.start(); t.join()\n"
+                         "    return out[0]\n\ndef relu_grad(x):\n    return (x > 0).to(x.dtype)\n"),
+                   elu=("from functools import partial\nmy_elu = partial(torch.nn.functional.elu)\n\n"
+                        "def elu(x, alpha=1.0):\n    return my_elu(x, alpha)\n\n"
+                        "def elu_grad(x, alpha=1.0):\n    return torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(x))\n"))
+    liar = dict(sol, tanh=(
+        "class Liar(torch.Tensor):\n    @classmethod\n    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+        "        if getattr(func, '__name__', '') in ('allclose', 'isclose', 'equal', 'eq', '__eq__'):\n"
+        "            return True\n        return super().__torch_function__(func, types, args, kwargs or {})\n\n"
+        "def tanh(x):\n    return torch.zeros_like(x).as_subclass(Liar)\n\n"
+        "def tanh_grad(x):\n    return torch.zeros_like(x).as_subclass(Liar)\n"))
+    honest = dict(sol, sigmoid=("import warnings\nimport torch._dynamo  # a library's lazy import: not tampering\n"
+                                + sol["sigmoid"].replace('    """The logistic sigmoid 1 / (1 + exp(-x)), element by element."""',
+                                                         '    warnings.warn("a warning on stderr costs nothing")')),
+                  dense=sol["dense"] + "\nlazy = torch.nn.LazyLinear(3)\nlazy(torch.ones(2, 4))\n")
+    dies = dict(sol, sigmoid=("def sigmoid(x):\n    import os\n    os._exit(7)\n\n"
+                              "def sigmoid_grad(x):\n    import os\n    os._exit(7)\n"))
+    leftovers = dict(sol, relu=sol["relu"] + (
+        "\nimport os, subprocess, sys\nfor _ in range(3):\n"
+        "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        "open('/tmp/left-behind', 'w').write('x')\n"))
+    history = dict(sol, mlp_params=sol["mlp_params"] + "\nprint('HISTORY', In, _ih, Out)\nget_ipython().run_line_magic('history', '')\n")
     return {
+        "hide_errors": ("hide_errors_lab01_perceptron.ipynb", build(release, hide_errors), zero),
+        "frames": ("frames_lab01_perceptron.ipynb", build(release, frames),
+                   minus("test_sigmoid", "test_perceptron_lecture", "test_perceptron_batch")),
+        "dynamic": ("dynamic_lab01_perceptron.ipynb", build(release, dynamic),
+                    minus("test_sigmoid", "test_tanh", "test_relu", "test_elu", "test_perceptron_lecture",
+                          "test_perceptron_batch", "test_two_layer")),
+        "liar": ("liar_lab01_perceptron.ipynb", build(release, liar), minus("test_tanh")),
+        "honest": ("honest_lab01_perceptron.ipynb", build(release, honest), full),
+        "dies": ("dies_lab01_perceptron.ipynb", build(release, dies),
+                 minus("test_sigmoid", "test_perceptron_lecture", "test_perceptron_batch")),
+        "leftovers": ("leftovers_lab01_perceptron.ipynb", build(release, leftovers), full),
+        "history": ("history_lab01_perceptron.ipynb", build(release, history), full),
         "100001": ("Ada Lovelace_100001_assignsubmission_file_/lab01_perceptron.ipynb", build(release, sol), full),
         "100002": ("blankbob_100002_7001_lab01_perceptron.ipynb", release, zero),
         "carla_mixed": ("Copy of lab01_perceptron - Carla Mixed.ipynb", build(release, mixed),
@@ -247,7 +297,25 @@ def outputs(course: Path, student: str) -> dict[str, str]:
 
 
 STUDENTS = ["100001", "100002", "carla_mixed", "crashes", "killers", "edited", "deleted", "metadata", "monkey",
-            "fake", "hardcoded", "forbidden", "malformed", "100014", "fay_twice", "intruder", "erin_missing"]
+            "fake", "hardcoded", "forbidden", "malformed", "100014", "fay_twice", "intruder", "erin_missing",
+            "hide_errors", "frames", "dynamic", "liar", "honest", "dies", "leftovers", "history"]
+
+
+def test_nothing_of_the_hidden_tests_reaches_the_student(batch) -> None:
+    """Test code never runs in the student's process: printing the input history shows none of it."""
+    nb = read_nb(batch["course"] / "autograded" / "history" / LAB / f"{LAB}.ipynb")
+    text = json.dumps(nb)
+    assert "HISTORY" in text  # the student's cell ran and printed
+    for hidden in ("random_inputs(dtype)", "BEGIN HIDDEN TESTS", "check.close(y, torch.sigmoid(x)"):
+        assert hidden not in text, f"hidden test code in the autograded notebook: {hidden!r}"
+
+
+def test_left_behind_processes_and_files_are_swept(batch) -> None:
+    """What one submission leaves running or written is gone before the next one in that worker."""
+    import subprocess
+
+    leftover = subprocess.run(["pgrep", "-f", "time.sleep\\(600\\)"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", f"processes a submission started are still running: {leftover.stdout}"
 
 
 @pytest.mark.parametrize("student", STUDENTS)

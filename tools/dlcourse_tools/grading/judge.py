@@ -347,7 +347,15 @@ class StudentProcess:
         except OSError:
             self.death = self._why_dead()
             raise StudentError(self.death) from None
-        return self._receive(deadline)
+        done = False
+        try:
+            reply = self._receive(deadline)
+            done = True
+            return reply
+        finally:
+            if not done and self.alive():  # interrupted (a test's time limit): its state is unknown, stop it
+                self.death = "stopped by the test's time limit"
+                self.kill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +437,13 @@ class Remote:
         if type(n) is not int or n < 0:
             raise StudentError(f"len() of the student's object gave {n!r}")
         return n
+
+    def __dlcourse_torch_calls__(self, args: tuple, kwargs: dict) -> tuple[Any, int]:
+        """Run the function and count its torch calls in the student's process (see :func:`dlcourse.check.torch_calls`)."""
+        output, calls = self._judge.operate("torch_calls", self, args=args, kwargs=kwargs)
+        if type(calls) is not int or calls < 0:
+            raise StudentError(f"the student's process reported {calls!r} torch calls")
+        return output, calls
 
     def __dlcourse_vjp__(self, args: tuple, kwargs: dict, upstream: Any, wrt: list[int]) -> tuple[Any, Any]:
         """Run the function and autograd through it in the student's process (see :func:`dlcourse.check.vjp`)."""
@@ -764,7 +779,7 @@ class Judge:
             raise StudentError("this object belonged to the student's process before it was restarted")
         names = [n for names, _ in self.forbid_stack for n in names]
         reason = self.forbid_stack[-1][1] if self.forbid_stack else ""
-        if names and op in ("call", "vjp"):
+        if names and op in ("call", "vjp", "torch_calls"):
             roots = [remote._ref[1]] if remote._ref[0] == "name" else [remote._name] if remote._name else []
             if remote._ref[0] == "handle" and not remote._name:
                 roots = self.code.names()  # a method of a student's object: read all the student's code
@@ -794,11 +809,13 @@ class Judge:
             raise CheckError(f"your code raised {ename}: {evalue}" + (f" ({err['where']})" if err.get("where") else ""))
         try:
             value = wire.decode(reply.get("value"), self.make_handle)
-            if op in ("call", "vjp") and isinstance(reply.get("mutations"), dict):
+            if op in ("call", "vjp", "torch_calls") and isinstance(reply.get("mutations"), dict):
                 self._apply_mutations(fields.get("args", ()), fields.get("kwargs", {}), reply["mutations"])
             if op == "vjp":
                 grads = wire.decode(reply.get("grads"), self.make_handle)
                 return value, grads
+            if op == "torch_calls":
+                return value, wire.decode(reply.get("calls"), self.make_handle)
         except wire.WireError as err:
             raise StudentError(f"the student's process sent malformed data: {err}") from None
         return value
@@ -855,13 +872,15 @@ class Judge:
     def run_student_cells(self) -> None:
         """Start the student's process and run the program; a cell that kills it is skipped on the next start."""
         skip: set[int] = set()
+        deaths = 0  # cells that killed the process: each is skipped on the next start
         while True:
-            if len(self.report.deaths) > self.budget.restarts or self._left() <= 0:
+            if deaths > self.budget.restarts or self._left() <= 0:
                 return
             try:
                 self.process.start(timeout=max(5.0, min(120.0, self._left())))
             except StudentError as err:
                 self.report.deaths.append(f"the student's process could not start: {err}")
+                deaths += 1
                 continue
             died_at = None
             for k, (kind, src, index) in enumerate(self.program):
@@ -872,6 +891,7 @@ class Judge:
                     reply = self.process.request({"op": "exec", "code": src}, deadline)
                 except StudentError as err:
                     died_at = k
+                    deaths += 1
                     self.report.deaths.append(str(err))
                     if index is not None:
                         self.report.cells[index] = CellRun(index, "", f"{err} while running this cell")
@@ -973,6 +993,8 @@ class Judge:
             result.score = points
             return
         result.error = one_line(error)
+        if isinstance(error, StudentError) and not isinstance(error, StudentTimeout):
+            self.report.deaths.append(f"{error} (in {gid})")
         if not self.process.alive():  # it died or timed out in this test: the next one gets a fresh one
             self.restart()
             try:

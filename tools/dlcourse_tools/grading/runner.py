@@ -220,7 +220,7 @@ class Runner:
                 return {"ok": False, "error": {**_error(err), "where": where}, "forbidden": watch.found,
                         "stdout": out.getvalue()[-MAX_TEXT:]}
         reply = {"ok": True, "value": self.encode(value), "forbidden": watch.found, "stdout": out.getvalue()[-MAX_TEXT:]}
-        if op in ("call", "vjp"):
+        if op in ("call", "vjp", "torch_calls"):
             reply["mutations"] = {"args": [self.state_of(a) for a in args],
                                   "kwargs": {k: self.state_of(v) for k, v in kwargs.items()}}
         reply.update(extra)
@@ -243,6 +243,11 @@ class Runner:
                 raise ValueError(f"wrong shape: expected {tuple(upstream.shape)}, got {tuple(y.shape)}")
             grads = torch.autograd.grad(y if upstream is not None else y.sum(), wrt, upstream, allow_unused=True)
             return y, {"grads": self.encode(list(grads))}
+        if op == "torch_calls":
+            from dlcourse import check
+
+            value, calls = check.torch_calls(obj, *args, **kwargs)
+            return value, {"calls": calls}
         if op == "getattr":
             return getattr(obj, req["name"]), {}
         if op == "setattr":
