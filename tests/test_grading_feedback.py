@@ -301,3 +301,14 @@ def test_a_page_that_cannot_be_rendered_gets_a_plain_page_and_is_still_sanitized
         nb = nbformat.read(root / "autograded" / student / LAB / f"{LAB}.ipynb", as_version=4)
         shown = out_text(nb) + json.dumps([c.source for c in nb.cells if c.cell_type == "markdown"])
         assert SECRET not in json.dumps(nb) and "onerror" not in shown and '"text/html"' not in shown, student
+
+
+def test_the_feedback_command_names_the_pages_it_could_not_render(course: dict, capsys: pytest.CaptureFixture) -> None:
+    from dlcourse_tools.grade import main
+
+    root = course["course"]
+    if course.get("autograde") is None or course["autograde"].returncode:
+        pytest.fail("the plain autograde of the fixture failed")
+    assert main(["--course", str(root), "feedback", LAB, "--student", "slow", "--timeout", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 1 feedback files" in out and "1 could not be rendered (a plain page says so): slow" in out, out

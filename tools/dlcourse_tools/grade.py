@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, course: Path) -> int:
 
         written = generate_feedback(course, args.lab, args.student, workers=args.workers, timeout=args.timeout,
                                     db_url=args.db)
-        failed = failed_pages(course, args.lab)
+        failed = failed_pages(course, args.lab, {p.parent.parent.name for p in written})
         print(f"wrote {len(written)} feedback files under {course / 'feedback'}"
               + (f"; {len(failed)} could not be rendered (a plain page says so): {', '.join(sorted(failed))}"
                  if failed else ""))

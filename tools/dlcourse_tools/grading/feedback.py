@@ -235,6 +235,8 @@ def sanitize_notebook(nb: NotebookNode, hidden: Iterable[str] = ()) -> NotebookN
         from dlcourse_tools.grading.feedback import lab_hidden_lines, sanitize_notebook
         nb = sanitize_notebook(nb, lab_hidden_lines(course, lab, notebook_name))
     """
+    if not isinstance(nb, NotebookNode):  # a plain dict (json.load): a NotebookNode copy is returned
+        nb = nbformat.from_dict(nb)
     hidden = list(hidden)
     nb.metadata.pop("widgets", None)
     budget = {"text": MAX_NOTEBOOK_OUTPUT_CHARS, "images": MAX_NOTEBOOK_IMAGE_CHARS}
@@ -500,11 +502,15 @@ def _record(course: Path, lab: str, outcomes: dict[str, dict[str, Any]]) -> None
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def failed_pages(course: Path, lab: str) -> dict[str, str]:
-    """Students whose feedback page could not be rendered (a plain page stands in), with the reason."""
+def failed_pages(course: Path, lab: str, students: Iterable[str] | None = None) -> dict[str, str]:
+    """Students (of ``students``, default all) whose feedback page could not be rendered, with the reason.
+
+    A plain page stands in for each of them (see :func:`fallback_page`).
+    """
     path = Path(course) / "grading" / f"{lab}.json"
     record = json.loads(path.read_text()).get("feedback", {}) if path.is_file() else {}
-    return {s: r.get("reason", "") for s, r in record.items() if not r.get("ok")}
+    wanted = None if students is None else set(students)
+    return {s: r.get("reason", "") for s, r in record.items() if not r.get("ok") and (wanted is None or s in wanted)}
 
 
 def generate_feedback(course: Path, lab: str, students: list[str] | None = None, workers: int | None = None,
