@@ -15,7 +15,13 @@ dates are set by the code or by history, not measured.
 
 What is *not* prose, and never flagged:
 
-- math (``$...$``, ``$$...$$``, ``\\(...\\)``, ``{math}`` blocks): formulas and worked examples;
+- math (``$...$``, ``$$...$$``, ``\\(...\\)``, ``{math}`` blocks): formulas and worked examples,
+  with one exception: a decimal stated as a *result* (after ``=``, ``\\approx``, ``≈``) is a number
+  like any other, unless the formula computes it from known numbers (every number before it in the
+  formula is an integer, a constant the code sets, an allowlisted numeral or an earlier such
+  result: ``$(6 - 3)/2 + 1 = 2.5$``, ``$\\sigma(0.52) \\approx 0.627$`` with the lecture's 0.52
+  allowlisted) or defines a constant (``$a = 0.01$``). So ``$-\\log 0.23 \\approx 1.47$``, where
+  0.23 came from the run, is caught;
 - code (```` ``` ```` fences and ```` `...` ```` spans): names and literal calls;
 - MyST roles (``{glue:text}`key:.2f```, ``{cite:p}`...```, ``{py:func}`...```), link targets,
   HTML tags and comments, directive option lines (``:width: 80%``), version numbers (``2.13.0``).
@@ -114,10 +120,10 @@ _MATH = (_MATH_BLOCK, _MATH_PAREN, _MATH_INLINE)
 _MATH_RESULT = re.compile(r"(?:\\approx|\\simeq|=|≈)\s*-?\s*(?P<num>\d+)(?P<frac>\.\d+)(?![\d])")
 
 
-def strip_non_prose(markdown: str) -> tuple[str, list[re.Match]]:
+def strip_non_prose(markdown: str) -> tuple[str, list[tuple[re.Match, tuple[str, ...]]]]:
     """The Markdown with math, code, roles, link targets, HTML, directive options and version
     numbers blanked out (replaced by spaces, so positions stay where they were), and the results
-    stated in its math (see ``_MATH_RESULT``)."""
+    stated in its math (see ``_MATH_RESULT``), each with the numbers before it in its formula."""
     for pattern in (_FENCE, _ROLE, _CODE_SPAN, _LINK_TARGET, _HTML, _OPTION_LINE):
         markdown = pattern.sub(_blank, markdown)
     results = []
