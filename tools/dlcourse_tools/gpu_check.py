@@ -493,7 +493,7 @@ STEP_FUNCTIONS = {"environment": step_environment, "wheels": step_wheels, "unit_
 
 
 def child_main(step: str, ctx_path: Path) -> int:
-    """Run one step in this process (started by :func:`main`) and write its result file."""
+    """Run one step in this process (started by ``main``) and write its result file."""
     ctx = json.loads(ctx_path.read_text())
     result_path = Path(ctx["tmp"]) / f"step-{step}.json"
     deadline = ctx["deadline"]
