@@ -224,7 +224,7 @@ def grade_submission(course: Path, lab: str, student: str, options: Options) -> 
         record["timeouts"] += [gid for gid, t in report.tests.items() if t.error and "time limit" in t.error]
         record["forbidden"] += report.forbidden
         scores[name] = {gid: t.score for gid, t in report.tests.items()}
-        record["tests"].update({gid: {"score": t.score, "points": t.points, "error": t.error,
+        record["tests"].update({gid: {"score": t.score, "points": t.points, "error": t.error, "mistake": t.mistake,
                                       "seconds": round(t.seconds, 2)} for gid, t in report.tests.items()})
         write_autograded(course, lab, student, name, release, submission, report)
     if record["success"]:

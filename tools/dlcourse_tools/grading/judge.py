@@ -629,6 +629,7 @@ class TestResult:
     output: str = ""
     error: str | None = None
     seconds: float = 0.0
+    mistake: str | None = None  # the known mistake a check recognised (``CheckError.mistake``), if any
 
 
 @dataclass
@@ -993,6 +994,8 @@ class Judge:
             result.score = points
             return
         result.error = one_line(error)
+        mistake = getattr(error, "mistake", None)
+        result.mistake = mistake[:200] if isinstance(mistake, str) else None
         if isinstance(error, StudentError) and not isinstance(error, StudentTimeout):
             self.report.deaths.append(f"{error} (in {gid})")
         if not self.process.alive():  # it died or timed out in this test: the next one gets a fresh one
