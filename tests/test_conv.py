@@ -243,11 +243,13 @@ GRADCHECK_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", GRADCHECK_CONFIGS, ids=lambda c: f"{c['C_in']}to{c['C_out']}k{c['kernel']}s{c['stride']}p{c['padding']}")
-def test_conv2d_passes_gradcheck_in_float64(cfg, path):
+def test_conv2d_passes_gradcheck_in_float64(cfg, device, supported, path):
+    supported(device, torch.float64)
     gen = torch.Generator().manual_seed(7)
-    x = torch.randn(cfg["N"], cfg["C_in"], cfg["H"], cfg["W"], generator=gen, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(cfg["C_out"], cfg["C_in"], *cfg["kernel"], generator=gen, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(cfg["C_out"], generator=gen, dtype=torch.float64, requires_grad=True)
+    leaf = lambda *shape: torch.randn(shape, generator=gen, dtype=torch.float64).to(device).requires_grad_()  # noqa: E731
+    x = leaf(cfg["N"], cfg["C_in"], cfg["H"], cfg["W"])
+    w = leaf(cfg["C_out"], cfg["C_in"], *cfg["kernel"])
+    b = leaf(cfg["C_out"])
     fn = lambda x, w, b: F.conv2d(x, w, b, stride=cfg["stride"], padding=cfg["padding"])  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w, b))
 

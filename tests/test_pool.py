@@ -123,10 +123,11 @@ def test_a_one_by_one_window_copies_rather_than_aliases(path):
 
 @pytest.mark.parametrize("name", POOLS)
 @pytest.mark.parametrize("args", [(2,), (3, 2, 1), ((3, 2), (1, 2), (1, 1)), (2, 1)], ids=str)
-def test_pooling_passes_gradcheck_in_float64(name, args, path):
+def test_pooling_passes_gradcheck_in_float64(name, args, device, supported, path):
+    supported(device, torch.float64)
     gen = torch.Generator().manual_seed(3)
     # distinct values a good distance apart, so no two in a window are within gradcheck's eps
-    x = torch.randperm(2 * 3 * 7 * 6, generator=gen).view(2, 3, 7, 6).to(torch.float64).div(10).requires_grad_()
+    x = torch.randperm(2 * 3 * 7 * 6, generator=gen).view(2, 3, 7, 6).to(device, torch.float64).div(10).requires_grad_()
     ours = POOLS[name][0]
     assert torch.autograd.gradcheck(lambda t: ours(t, *args), (x,))
 

@@ -171,10 +171,11 @@ def weights(gates: int, bias: bool, gen: torch.Generator) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradcheck_lstm_and_lstm_cell(bias, gen, path):
-    x = torch.randn(4, 3, I, generator=gen, dtype=torch.float64, requires_grad=True)
-    h0, c0 = (torch.randn(3, H, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    w = weights(4, bias, gen)
+def test_gradcheck_lstm_and_lstm_cell(bias, gen, device, supported, path):
+    supported(device, torch.float64)
+    x = torch.randn(4, 3, I, generator=gen, dtype=torch.float64).to(device).requires_grad_()
+    h0, c0 = (torch.randn(3, H, generator=gen, dtype=torch.float64).to(device).requires_grad_() for _ in range(2))
+    w = [t.detach().to(device).requires_grad_() for t in weights(4, bias, gen)]
 
     def sequence(x, h0, c0, *w):
         out, (h, c) = F.lstm(x, (h0, c0), *w)
