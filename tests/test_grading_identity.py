@@ -79,14 +79,16 @@ def test_import_keeps_accented_names_apart_and_grades_every_script(tmp_path: Pat
     write(download, f"Copy of {LAB} - 李小龙.ipynb", "li xiaolong")
     write(download, f"Алла Пугачёва_777_assignsubmission_file_/{LAB}.ipynb", "alla")
     write(download, f"{LAB}_jdoe42_attempt_2026-10-01-12-00-00_{LAB}.ipynb", "blackboard")
+    write(download, f"mroe_{LAB}.ipynb", "plain file name")
     result = import_submissions(download, course, LAB, gradebook=False)
     zoe1, zoe2, li = student_id("Zoë Li"), student_id("Zoé Li"), student_id("李小龙")
-    assert set(result.imported) == {zoe1, zoe2, li, "777", "jdoe42"}, result
+    assert set(result.imported) == {zoe1, zoe2, li, "777", "jdoe42", "mroe"}, result
     assert result.unmatched == [] and result.collisions == {} and result.ignored == {}
     assert submitted(course, zoe1) == "answer = 'zoe diaeresis'"
     assert submitted(course, zoe2) == "answer = 'zoe acute'"
     assert submitted(course, li) == "answer = 'li xiaolong'"
-    assert result.names == {zoe1: "Zoë Li", zoe2: "Zoé Li", li: "李小龙", "777": "Алла Пугачёва", "jdoe42": ""}
+    assert result.names == {zoe1: "Zoë Li", zoe2: "Zoé Li", li: "李小龙", "777": "Алла Пугачёва", "jdoe42": "",
+                            "mroe": ""}  # an ID is not a name
     record = json.loads((course / "grading" / f"{LAB}.json").read_text())
     assert set(record["import"]["imported"]) == set(result.imported)
 
@@ -117,6 +119,7 @@ def test_collisions_are_reported_and_never_merged(tmp_path: Path) -> None:
     assert submitted(course, ids["Jane Doe"]) == "answer = 'the first jane'"
     assert submitted(course, ids["jane-doe"]) == "answer = 'the second jane'"
     assert "ada_lovelace" in result.imported  # no collision: the plain ID
+    assert result.names["ada_lovelace"] == "Ada Lovelace" and result.names[ids["jane-doe"]] == "jane-doe"
     record = json.loads((course / "grading" / f"{LAB}.json").read_text())
     assert record["import"]["collisions"] == {"jane_doe": ["Jane Doe", "jane-doe"]}
     text = "\n".join(f"{s}: {why}" for s, why in problems(course, LAB))

@@ -25,7 +25,8 @@ the collision is listed in the import's result, ``grading/<lab>.json`` and the r
 Keys and IDs are remembered in ``grading/students.json``, so a student keeps the same ID in
 every lab.
 
-The display name the LMS gives (Moodle's and Google's names, a folder's name) is stored in
+The display name the LMS gives (Moodle's and Google's names, a folder's or file's name unless it
+is written as an ID, like ``jdoe``) is stored in
 nbgrader's gradebook (``first_name``/``last_name``: the last word is the last name, or what
 comes before a comma) and in ``grading/students.json`` as given; ``grades.csv`` carries both.
 
@@ -181,13 +182,15 @@ def identify(path: Path, top: Path, lab: str, notebooks: list[str]) -> tuple[str
                 return normalise(m.group("student")), normalise(display)
     if len(rel.parts) > 1:  # one folder per student
         key = normalise(re.sub(r"_+", " ", rel.parts[0]))
-        return (key, key) if key else None
-    stem = path.stem
-    for word in sorted({lab, *notebooks}, key=len, reverse=True):
-        stem = stem.replace(word, " ")
-    stem = NOISE.sub(" ", stem)
-    key = normalise(re.sub(r"_+", " ", stem)).strip(" -.")
-    return (key, key) if re.search(r"\w", key) else None
+    else:
+        stem = path.stem
+        for word in sorted({lab, *notebooks}, key=len, reverse=True):
+            stem = stem.replace(word, " ")
+        stem = NOISE.sub(" ", stem)
+        key = normalise(re.sub(r"_+", " ", stem)).strip(" -.")
+    if not re.search(r"\w", key):
+        return None
+    return key, ("" if student_id(key) == key else key)  # `jdoe` is an ID, `Jane Doe` a name
 
 
 def student_of(path: Path, top: Path, lab: str, notebooks: list[str]) -> str | None:
