@@ -141,6 +141,11 @@ def tail(text: str, lines: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (a reason is one line; the output goes beside it)."""
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "no output")[:300]
+
+
 def child_env(ctx: dict) -> dict:
     """The environment of every step and of what it starts: the carried wheels, the repository
     and tools/ on the path, a headless matplotlib, unbuffered output."""
@@ -186,7 +191,7 @@ def step_environment(ctx: dict, report) -> tuple[str, str, dict]:
     torch_range = next(d for d in _pyproject_dependencies() if Requirement(d).name == "torch")
     version = torch.__version__.split("+")[0]
     details = {"python": platform.python_version(), "executable": sys.executable, "torch": torch.__version__,
-               "torch_range": torch_range, "torch_in_range": Requirement(torch_range).specifier.contains(version),
+               "torch_range": torch_range, "torch_in_range": Requirement(torch_range).specifier.contains(version, prereleases=True),
                "torch_cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                "cpu_count": os.cpu_count(), "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(),
                "machine": platform.machine()}
@@ -235,7 +240,8 @@ def step_wheels(ctx: dict, report) -> tuple[str, str, dict]:
                             "--no-cache-dir", "--disable-pip-version-check", "--upgrade", "--target", ctx["site"],
                             *map(str, wheels)], ctx["remaining"](), log=Path(ctx["log"]))
     if rc != 0:
-        return "failed", "pip install " + ("timed out" if rc is None else f"exited {rc}") + f": {tail(text, 3)}", details
+        details["output"] = tail(text)
+        return "failed", "pip install " + ("timed out" if rc is None else f"exited {rc}") + f": {last_line(text)}", details
     details["installed"] = sorted(p.name for p in Path(ctx["site"]).iterdir()
                                   if not p.name.endswith((".dist-info", ".pth")) and p.name not in ("bin", "share"))
     return "ok", f"{len(wheels)} wheels ({details['size_mib']} MiB) installed into {ctx['site']}", details
@@ -421,7 +427,7 @@ def step_bench(ctx: dict, report) -> tuple[str, str, dict]:
     if rc is None:
         return "failed", "dlcourse_tools.bench timed out", {"output": tail(text)}
     if rc != 0 or not output.exists():
-        return "failed", f"dlcourse_tools.bench exited {rc}: {tail(text, 1)}", {"output": tail(text)}
+        return "failed", f"dlcourse_tools.bench exited {rc}: {last_line(text)}", {"output": tail(text)}
     results = json.loads(output.read_text())
     shutil.copy(output, Path(ctx["out"]) / "bench.json")
     details = {key: results.get(key) for key in ("device", "torch", "ratios", "time_to_accuracy")}
@@ -472,7 +478,7 @@ def step_notebooks(ctx: dict, report) -> tuple[str, str, dict]:
                                remaining, env=child_env(ctx), log=Path(ctx["log"]))
         if rc is None or not out.exists():
             why = "timed out" if rc is None else f"exited {rc}"
-            results[name] = {"status": "failed", "reason": f"{why}: {tail(text, 2)}"}
+            results[name] = {"status": "failed", "reason": f"{why}: {last_line(text)}", "output": tail(text)}
         else:
             run = json.loads(out.read_text())
             wrong = [s for s in run["computing_on"] if not s.endswith(ctx["device"])]
@@ -601,7 +607,7 @@ def run_check(args: argparse.Namespace) -> dict:
                 entry.update(status="failed", reason=f"timed out after {limit:.0f} s", details=found.get("details"),
                              output=tail(text))
             elif "status" not in found:
-                entry.update(status="failed", reason=f"crashed (exit {rc}): {tail(text, 1)}",
+                entry.update(status="failed", reason=f"crashed (exit {rc}): {last_line(text)}",
                              details=found.get("details"), output=tail(text))
             else:
                 entry.update(status=found["status"], reason=found["reason"], details=found["details"])
