@@ -113,8 +113,10 @@ UNSAFE_MARKDOWN = [
     "<svg><script>steal()</script></svg>", "<iframe src=https://x.org></iframe>", "<div>\n`<img src=x onerror=steal()>`\n</div>",
     "\\`<img src=x onerror=steal()>`", "<style>body{display:none}</style>", "<form action=https://x.org><input></form>",
     "<a href=x style='position:fixed'>x</a>", "![i](javascript:steal())", "<object data=x.swf></object>",
+    "<img src=/api/contents/secret>", "![i](https://tracker.example/pixel.png)", "![i](../../files/x.png)",
 ]
 SAFE_MARKDOWN = ["# Title\n\nplain `a<b` text & stuff $x<y$ **bold** [ok](https://x.org)", "<b>bold</b> and <br> line",
+                 "![plot](attachment:plot.png)",
                  "| a | b |\n|:-:|---|\n| 1 | 2 |", "- [ ] task\n- [x] done", "```python\nif a < b:\n    pass\n```"]
 
 
@@ -126,11 +128,12 @@ def test_markdown_renders_without_anything_that_runs(source: str) -> None:
     rendered = MarkdownWithMath(renderer=IPythonRenderer(escape=False)).render(cleaned)
     assert not re.search(r"<(script|iframe|svg|style|form|object|embed)\b", rendered, re.I), rendered
     assert not re.search(r"<[^>]*(\son\w+\s*=|(href|src)\s*=\s*[\"']?\s*javascript:|\sstyle\s*=)", rendered, re.I), rendered
+    assert not re.search(r"<img[^>]*\ssrc=\"(?!data:image/)", rendered), rendered  # nothing fetched on opening
 
 
 @pytest.mark.parametrize("source", SAFE_MARKDOWN)
 def test_safe_markdown_is_left_as_written(source: str) -> None:
-    assert clean_markdown(source) == source
+    assert clean_markdown(source, {"plot.png": {"image/png": PNG}}) == source
 
 
 def test_sanitizing_is_idempotent_and_html_export_is_inert() -> None:

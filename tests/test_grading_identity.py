@@ -212,3 +212,14 @@ def test_display_names_reach_the_gradebook_and_grades_csv(course_with_gradebook:
     assert rows[student_id("Doe, John")]["name"] == "Doe, John"  # a comma stays inside its cell
     assert rows[student_id("=HYPERLINK(1)")]["name"] == "'=HYPERLINK(1)"  # never a spreadsheet formula
     assert rows["jdoe42"]["name"] == "" and rows["jdoe42"]["last_name"] == ""
+
+
+def test_a_zip_cannot_write_beside_its_folder(tmp_path: Path) -> None:
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(f"Copy of {LAB} - Ann.ipynb", notebook("ann"))
+        z.writestr("../outside/evil.ipynb", notebook("evil"))  # a sibling whose name starts like the folder's
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match="unsafe path in the archive"):
+        submissions._extract(archive, tmp_path / "out")
+    assert not (tmp_path / "outside").exists() and not any((tmp_path / "out").iterdir())

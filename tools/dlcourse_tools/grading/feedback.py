@@ -65,7 +65,7 @@ IMAGES = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",)
 TAGS = ["a", "abbr", "acronym", "b", "blockquote", "br", "code", "div", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
         "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "sup", "table", "tbody", "td", "th",
         "thead", "tr", "u", "ul", "dl", "dt", "dd", "del", "details", "summary", "center", "font"]
-ATTRIBUTES = {"a": ["href", "title"], "img": ["src", "alt", "title", "width", "height"], "td": ["colspan", "rowspan"],
+ATTRIBUTES = {"a": ["href", "title"], "img": ["alt", "title", "width", "height"], "td": ["colspan", "rowspan"],
               "th": ["colspan", "rowspan"], "*": ["class"]}
 PROTOCOLS = ["http", "https", "mailto"]
 # [text](destination) and ![alt](destination), and reference definitions `[label]: destination`
@@ -176,9 +176,14 @@ class _Audit:
 
 
 def _safe_url(url: str, image: bool = False) -> bool:
+    """A link to http(s)/mailto or a relative one; an image only from the notebook itself (a data URL).
+
+    An image from anywhere else would be fetched when the page opens: from the formgrader's
+    own server with the instructor's cookies for a relative URL, or from a tracking server.
+    """
     url = re.sub(r"[\x00-\x20]+", "", html.unescape(url)).lower()
-    if image and re.match(r"data:image/(png|jpeg|gif);base64,", url):
-        return True
+    if image:
+        return bool(re.match(r"data:image/(png|jpeg|gif);base64,", url))
     scheme = SCHEME.match(url)
     return not scheme or scheme.group(1) in PROTOCOLS
 

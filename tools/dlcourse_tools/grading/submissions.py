@@ -223,7 +223,7 @@ def _extract(archive: Path, into: Path) -> Path:
     with zipfile.ZipFile(archive) as z:
         for info in z.infolist():
             target = (into / info.filename).resolve()
-            if not str(target).startswith(str(into.resolve())):
+            if not target.is_relative_to(into.resolve()):
                 raise ValueError(f"{archive.name}: unsafe path in the archive: {info.filename!r}")
         z.extractall(into)
     return into
