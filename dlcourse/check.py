@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CheckError", "ForbiddenCallError", "close", "equal", "shape", "forbid", "shortcuts",
+__all__ = ["CheckError", "ForbiddenCallError", "Mistake", "close", "equal", "shape", "forbid", "shortcuts",
            "check_function", "derivative", "random_tensor", "passed", "vjp", "time_limit", "torch_calls"]
 
 # Default tolerances per dtype: loose enough for a different but correct formula, tight enough
@@ -52,6 +52,9 @@ class CheckError(AssertionError):
     Python, pytest) it is an ordinary ``AssertionError`` with its full traceback.
     """
 
+    #: The id of the known mistake the failed check recognised (see :class:`Mistake`), else None.
+    mistake: str | None = None
+
     def _render_traceback_(self) -> list[str]:
         # IPython's hook: the lines it shows for this exception instead of the traceback.
         return [f"{type(self).__name__}: {self}"]
@@ -59,6 +62,103 @@ class CheckError(AssertionError):
 
 class ForbiddenCallError(CheckError):
     """The checked code called a library shortcut the exercise asks you to write yourself."""
+
+
+class Mistake:
+    """A known wrong answer to an exercise: what the mistake computes, and a one-sentence hint.
+
+    ``compute`` gives the value a student who makes the mistake would get: for :func:`close` and
+    :func:`equal`, the value itself or a function of no arguments that computes it (lazily, only
+    when the check fails); for :func:`check_function`, a function of the same inputs as the
+    reference. Write it from the reference where you can (the flipped-kernel mistake of ``corr2d``
+    is the reference computed with the flipped kernel), so a catalogue shown to students does not
+    spell out the answer. With ``shape_only=True`` the mistake is recognised by its shape alone
+    (``compute`` may then give a shape): an output one row too large, say.
+
+    When a value fails a check and matches a mistake within the check's tolerance (and the mistake's
+    value does not match the reference), the check's message is ``"<name>: <hint>"`` and the
+    :class:`CheckError` carries ``.mistake = id``. The hint never shows a reference value.
+
+    Example::
+
+        flipped = Mistake("kernel_flipped", lambda: reference(x, k.flip(0, 1)),
+                          "you computed a true convolution (kernel flipped); deep-learning layers "
+                          "compute the cross-correlation")
+        close(corr2d(x, k), reference(x, k), name="corr2d(x, k)", mistakes=[flipped])
+    """
+
+    __slots__ = ("id", "compute", "hint", "shape_only")
+
+    def __init__(self, id: str, compute: Any, hint: str, *, shape_only: bool = False) -> None:
+        if not isinstance(id, str) or not id.isidentifier():
+            raise ValueError(f"Mistake: expected an id such as 'kernel_flipped', got {id!r}")
+        if not isinstance(hint, str) or not hint.strip():
+            raise ValueError(f"Mistake {id!r}: expected a one-sentence hint, got {hint!r}")
+        self.id, self.compute, self.hint, self.shape_only = id, compute, hint.strip(), bool(shape_only)
+
+    def __repr__(self) -> str:
+        return f"Mistake({self.id!r}, hint={self.hint!r})"
+
+    def value(self, *inputs: Any) -> Any:
+        """The mistake's value: ``compute(*inputs)`` if it is a function, else ``compute`` itself."""
+        return self.compute(*inputs) if callable(self.compute) else self.compute
+
+
+def mistake_error(name: str, mistake: Mistake) -> CheckError:
+    """The :class:`CheckError` naming ``mistake``: ``"<name>: <hint>"``, with ``.mistake = id``."""
+    err = CheckError(f"{name}: {mistake.hint}")
+    err.mistake = mistake.id
+    return err
+
+
+def _mistake_list(mistakes: Any) -> list[Mistake]:
+    """Mistakes from ``None``, a list of :class:`Mistake` or a dict ``{id: (compute, hint)}``."""
+    if mistakes is None:
+        return []
+    if isinstance(mistakes, Mistake):
+        return [mistakes]
+    if isinstance(mistakes, dict):
+        out = []
+        for key, spec in mistakes.items():
+            if isinstance(spec, Mistake):
+                out.append(spec)
+            elif isinstance(spec, tuple) and len(spec) == 2:
+                out.append(Mistake(key, spec[0], spec[1]))
+            else:
+                raise ValueError(f"mistakes[{key!r}]: expected (compute, hint) or a Mistake, got {type(spec).__name__}")
+        return out
+    out = list(mistakes)
+    for m in out:
+        if not isinstance(m, Mistake):
+            raise ValueError(f"mistakes: expected Mistake objects, got {type(m).__name__}")
+    return out
+
+
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, (torch.Size, tuple)) and all(isinstance(d, int) for d in value):
+        return tuple(value)
+    if isinstance(value, (Tensor, np.ndarray)):
+        return tuple(value.shape)
+    return None
+
+
+def _recognise(actual: Any, expected: Any, mistakes: list[Mistake], inputs: tuple[Any, ...],
+               matches: Callable[[Any, Any], bool]) -> Mistake | None:
+    """The first mistake whose value ``actual`` matches (and the reference does not), if any."""
+    for m in mistakes:
+        try:
+            wrong = m.value(*inputs)
+            if m.shape_only:
+                want, got, ref = _shape_of(wrong), _shape_of(actual), _shape_of(expected)
+                if want is not None and got == want and ref != want:
+                    return m
+                continue
+            if wrong is None or matches(expected, wrong) or not matches(actual, wrong):
+                continue
+        except Exception:  # noqa: BLE001 (a mistake that does not apply to these inputs)
+            continue
+        return m
+    return None
 
 
 def _fmt_shape(s: Iterable[int]) -> str:
@@ -96,7 +196,7 @@ def shape(actual: Any, expected: Iterable[int | None], name: str = "value") -> N
 
 def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None = None,
           atol: float | None = None, check_dtype: bool = True, check_device: bool = True,
-          quiet: bool = True) -> None:
+          quiet: bool = True, mistakes: Any = None) -> None:
     """Check that ``actual`` equals ``expected`` up to a tolerance, element by element.
 
     In order it checks: that there is a value at all, its type, shape, dtype, device, then
@@ -112,10 +212,52 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
         check_dtype: also require the same dtype as ``expected`` (for tensors).
         check_device: also require the same device as ``expected`` (for tensors).
         quiet: if ``False``, print a one-line confirmation when the check passes.
+        mistakes: the exercise's known mistakes (:class:`Mistake` objects, or a dict
+            ``{id: (value or function of no arguments, hint)}``): when ``actual`` fails the check
+            and matches one of them, the message is that mistake's hint and the error carries
+            ``.mistake``. Only wrong shapes and values are recognised (not a missing value, a
+            wrong type, dtype or device).
 
     Raises:
         CheckError: an ``AssertionError`` whose message says what is wrong.
     """
+    found = _mistake_list(mistakes)
+    try:
+        _close(actual, expected, name, rtol, atol, check_dtype, check_device, quiet)
+    except ForbiddenCallError:
+        raise
+    except CheckError:
+        if not found or not _comparable(actual, expected, check_dtype, check_device):
+            raise
+        def matches(a: Any, b: Any) -> bool:
+            try:
+                _close(a, b, name, rtol, atol, False, False, True)
+            except CheckError:
+                return False
+            return True
+        m = _recognise(actual, expected, found, (), matches)
+        if m is None:
+            raise
+        raise mistake_error(name, m) from None
+
+
+def _comparable(actual: Any, expected: Any, check_dtype: bool, check_device: bool) -> bool:
+    """Whether a failed :func:`close` failed on shape or values (where a mistake can be recognised)."""
+    if isinstance(expected, Tensor):
+        if not isinstance(actual, Tensor):
+            return False
+        if (check_dtype and actual.dtype != expected.dtype) or (check_device and actual.device != expected.device):
+            return False
+        return True
+    try:
+        _as_tensor(actual, "value")
+    except CheckError:
+        return False
+    return True
+
+
+def _close(actual: Any, expected: Any, name: str, rtol: float | None, atol: float | None,
+           check_dtype: bool, check_device: bool, quiet: bool) -> None:
     exp_is_tensor = isinstance(expected, Tensor)
     e = _as_tensor(expected, f"{name} (reference)")
     if exp_is_tensor and not isinstance(actual, Tensor):
@@ -173,12 +315,34 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
     _ok(name, quiet)
 
 
-def equal(actual: Any, expected: Any, name: str = "value") -> None:
+def equal(actual: Any, expected: Any, name: str = "value", *, mistakes: Any = None) -> None:
     """Check exact equality: for integers (parameter counts, shapes, labels) and other plain values.
 
     Tensors and arrays are compared entry by entry (with a list or tuple of numbers too), with
-    :func:`close` at zero tolerance; anything else with ``==``.
+    :func:`close` at zero tolerance; anything else with ``==``. ``mistakes`` as for :func:`close`:
+    a wrong value equal to a known mistake's gets that mistake's hint.
     """
+    found = _mistake_list(mistakes)
+    try:
+        _equal(actual, expected, name)
+    except ForbiddenCallError:
+        raise
+    except CheckError:
+        if not found or actual is None or isinstance(actual, bool) != isinstance(expected, bool):
+            raise
+        def matches(a: Any, b: Any) -> bool:
+            try:
+                _equal(a, b, name)
+            except CheckError:
+                return False
+            return True
+        m = _recognise(actual, expected, found, (), matches)
+        if m is None:
+            raise
+        raise mistake_error(name, m) from None
+
+
+def _equal(actual: Any, expected: Any, name: str) -> None:
     if isinstance(expected, (Tensor, np.ndarray)) or (
             isinstance(actual, (Tensor, np.ndarray)) and isinstance(expected, (list, tuple))):
         close(actual, expected, name, rtol=0.0, atol=0.0)
@@ -362,7 +526,7 @@ def forbid(*targets: Any, reason: str = "write it yourself from the formula") ->
 
 
 def check_function(student: Callable[..., Any], reference: Callable[..., Any], *inputs: Any,
-                   name: str | None = None, grad: bool = False, **kwargs: Any) -> None:
+                   name: str | None = None, grad: bool = False, mistakes: Any = None, **kwargs: Any) -> None:
     """Call ``student`` and ``reference`` on the same inputs and :func:`close`-check the outputs.
 
     Each function gets its own copy of the tensor inputs, so one that changes its input in
@@ -378,8 +542,12 @@ def check_function(student: Callable[..., Any], reference: Callable[..., Any], *
         inputs: their positional arguments; tensors are copied, anything else passed as is.
         name: how the function is called in messages (default: ``student.__name__``).
         grad: also compare the gradients with respect to every floating-point tensor input.
+        mistakes: known mistakes (:class:`Mistake` objects or ``{id: (function, hint)}``) whose
+            ``compute`` is a function of the same inputs as ``reference``: an output that fails
+            and matches one gets its hint (see :func:`close`).
         kwargs: passed on to :func:`close` (``rtol``, ``atol``, ``check_dtype``, ...).
     """
+    found = _mistake_list(mistakes)
     label = name or getattr(student, "__name__", "function")
 
     def copy(x: Any) -> Any:
@@ -392,7 +560,11 @@ def check_function(student: Callable[..., Any], reference: Callable[..., Any], *
     r_in = [copy(x) for x in inputs]
     ref = reference(*r_in)
     out = student(*s_in)
-    close(out, ref, f"{label}(...)", **kwargs)
+    # Each mistake computes from its own copy of the inputs, lazily (only if the output fails).
+    bound = [Mistake(m.id, (lambda m=m: m.value(*[x.detach().clone() if isinstance(x, Tensor) else x
+                                                    for x in inputs])) if callable(m.compute) else m.compute,
+                     m.hint, shape_only=m.shape_only) for m in found]
+    close(out, ref, f"{label}(...)", mistakes=bound or None, **kwargs)
     if grad:
         if not isinstance(out, Tensor) or not out.requires_grad:
             raise CheckError(f"{label}: the output carries no gradient; use torch operations on the input so autograd can follow them")
