@@ -17,7 +17,7 @@ Here, before anything is rendered:
   the raw HTML of Markdown cells is cleaned with bleach (tags and attributes from an
   allow-list, links only to ``http``, ``https`` and ``mailto``), and sizes are capped: 10 kB
   per output, 200 kB of output text per notebook, 20 kB per Markdown cell, 100 kB per code
-  cell. Anything between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` (in any
+  cell; Markdown images only from the notebook itself. Anything between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` (in any
   cell's source or any output, also as printed by ``In``, ``_ih`` or ``%history``, where
   newlines show as ``\\n``) is cut, and so is every line of the lab's hidden tests that an
   output quotes.
@@ -413,10 +413,16 @@ def protect_page(path: Path) -> None:
 
 
 def _limit_memory(memory_mb: int) -> None:
+    """At most ``memory_mb`` MiB more address space than the (forked) process has now."""
     try:
         import resource
 
-        limit = memory_mb * 1024 * 1024
+        try:
+            with open("/proc/self/statm") as f:
+                now = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            now = 0
+        limit = now + memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ImportError, ValueError, OSError):
         pass
@@ -524,7 +530,7 @@ def generate_feedback(course: Path, lab: str, students: list[str] | None = None,
 
     Each student's notebooks are sanitized in ``autograded/`` (so the formgrader shows the same)
     and rendered in a child process (at most ``workers`` at a time, default: one per CPU), which
-    is stopped after ``timeout`` seconds; its memory is limited to ``memory_mb``. Where rendering
+    is stopped after ``timeout`` seconds; it may use ``memory_mb`` MiB more than the parent. Where rendering
     fails, a plain page says so and gives the scores; ``grading/<lab>.json`` records each outcome.
     """
     course = Path(course).resolve()
