@@ -17,10 +17,10 @@ Here, before anything is rendered:
   the raw HTML of Markdown cells is cleaned with bleach (tags and attributes from an
   allow-list, links only to ``http``, ``https`` and ``mailto``), and sizes are capped: 10 kB
   per output, 200 kB of output text per notebook, 20 kB per Markdown cell, 100 kB per code
-  cell; Markdown images only from the notebook itself. Anything between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` (in any
-  cell's source or any output, also as printed by ``In``, ``_ih`` or ``%history``, where
-  newlines show as ``\\n``) is cut, and so is every line of the lab's hidden tests that an
-  output quotes.
+  cell; Markdown images only from the notebook itself. Anything between ``### BEGIN HIDDEN
+  TESTS`` and ``### END HIDDEN TESTS`` (in any cell's source or any output, also as printed
+  by ``In``, ``_ih`` or ``%history``, where newlines show as ``\\n``) is cut, and so is
+  every line of the lab's hidden tests that an output quotes.
 - The HTML page is rendered with nbconvert's own sanitizer on and carries a Content Security
   Policy that allows no script at all.
 
