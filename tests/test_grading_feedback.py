@@ -221,6 +221,7 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return info
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_plain_generate_assignment_works_without_the_environment_on_path(course: dict) -> None:
     generate = course["generate"]
     assert generate.returncode == 0, generate.stderr[-2000:]
@@ -234,6 +235,7 @@ def segments(log: str) -> dict[str, str]:
     return {m.group(1): part for part in parts if (m := re.search(r"with ID '([^']+)'", part))}
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_plain_autograde_warns_only_about_an_edited_test(course: dict) -> None:
     from nbgrader.api import Gradebook
 
@@ -257,6 +259,7 @@ INJECTED = re.compile(r"<script>document\.title|\sonerror=|href=\"javascript:|do
                       re.I)
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_plain_generate_feedback_shows_no_hidden_test_and_runs_nothing(course: dict) -> None:
     run = course.get("feedback")
     assert run is not None and run.returncode == 0, (run.stderr[-3000:] if run else "no autograde")
@@ -268,6 +271,7 @@ def test_plain_generate_feedback_shows_no_hidden_test_and_runs_nothing(course: d
         assert "A" * 10_001 not in page
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_generate_feedback_renders_in_parallel_and_sanitizes_autograded(course: dict) -> None:
     root = course["course"]
     if course.get("autograde") is None or course["autograde"].returncode:
@@ -288,6 +292,7 @@ def test_generate_feedback_renders_in_parallel_and_sanitizes_autograded(course: 
     assert len(shown) < 20_000  # the 50 000 printed A's were capped
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_a_page_that_cannot_be_rendered_gets_a_plain_page_and_is_still_sanitized(course: dict) -> None:
     root = course["course"]
     if course.get("autograde") is None or course["autograde"].returncode:
@@ -306,6 +311,7 @@ def test_a_page_that_cannot_be_rendered_gets_a_plain_page_and_is_still_sanitized
         assert SECRET not in json.dumps(nb) and "onerror" not in shown and '"text/html"' not in shown, student
 
 
+@pytest.mark.slow  # runs nbgrader (about a minute for the module)
 def test_the_feedback_command_names_the_pages_it_could_not_render(course: dict, capsys: pytest.CaptureFixture) -> None:
     from dlcourse_tools.grade import main
 
