@@ -3,14 +3,15 @@
 ``python -m dlcourse_tools.grade bench --n 100 --workers 1 2`` builds a scratch course, generates
 ``n`` submissions of lab 1 (a rotation of complete, partial and blank solutions, so execution
 times vary like a real class's), then for each ``W``: starts the pool, grades all of them
-(sandboxed, guarded, exactly as ``autograde``), and compares the wall time with
+exactly as ``autograde`` does (each worker's warm sandbox forks a student's process per
+submission; the judge runs the tests), and compares the wall time with
 
-    bound = 1.25 * sum(execution times) / W + start-up,
+    bound = 1.25 * sum(grading times) / W + start-up,
 
-where an execution time is the time one notebook spent executing (kernel start to shutdown,
-measured inside the worker) and start-up the time to start W workers. It then times plain
-sequential ``nbgrader autograde`` on the same submissions (its own unsandboxed kernels), for
-reference. Figures go to stdout and, with ``--json``, to a file.
+where a grading time is what one submission took in its worker (the student's cells and every
+test) and start-up the time to start W workers. It then times plain sequential ``nbgrader
+autograde`` on the same submissions (its own unsandboxed kernels, tests inside the student's
+kernel), for reference. Figures go to stdout and, with ``--json``, to a file.
 """
 
 from __future__ import annotations
