@@ -168,6 +168,10 @@ def cases(course: Path, port: int) -> dict[str, tuple[str, Any, dict[str, float]
         "\nimport os, subprocess, sys\nfor _ in range(3):\n"
         "    subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
         "open('/tmp/left-behind', 'w').write('x')\n"))
+    filler = dict(sol, relu=sol["relu"] + (
+        "\nwritten = 0\nfor i in range(40):  # 2 GB in 50 MB files, each under the file-size limit\n    try:\n"
+        "        with open(f'fill{i}', 'wb') as f:\n            f.write(b'x' * 50_000_000)\n        written += 1\n"
+        "    except OSError:\n        break\nprint('FILLED', written)\n"))
     history = dict(sol, param_counts=sol["param_counts"] + "\nprint('HISTORY', In, _ih, Out)\nget_ipython().run_line_magic('history', '')\n")
     return {
         "hide_errors": ("hide_errors_lab01_perceptron.ipynb", build(release, hide_errors), zero),
@@ -182,6 +186,7 @@ def cases(course: Path, port: int) -> dict[str, tuple[str, Any, dict[str, float]
                  minus("test_sigmoid", "test_perceptron_lecture", "test_perceptron_batch")),
         "leftovers": ("leftovers_lab01_perceptron.ipynb", build(release, leftovers), full),
         "history": ("history_lab01_perceptron.ipynb", build(release, history), full),
+        "filler": ("filler_lab01_perceptron.ipynb", build(release, filler), full),
         "100001": ("Ada Lovelace_100001_assignsubmission_file_/lab01_perceptron.ipynb", build(release, sol), full),
         "100002": ("blankbob_100002_7001_lab01_perceptron.ipynb", release, zero),
         "carla_mixed": ("Copy of lab01_perceptron - Carla Mixed.ipynb", build(release, mixed),
@@ -298,7 +303,16 @@ def outputs(course: Path, student: str) -> dict[str, str]:
 
 STUDENTS = ["100001", "100002", "carla_mixed", "crashes", "killers", "edited", "deleted", "metadata", "monkey",
             "fake", "hardcoded", "forbidden", "malformed", "100014", "fay_twice", "intruder", "erin_missing",
-            "hide_errors", "frames", "dynamic", "liar", "honest", "dies", "leftovers", "history"]
+            "hide_errors", "frames", "dynamic", "liar", "honest", "dies", "leftovers", "history", "filler"]
+
+
+def test_the_scratch_folder_has_a_quota(batch) -> None:
+    """A submission that fills its scratch folder stops at the quota (256 MiB), not at the grader's disk."""
+    nb = read_nb(batch["course"] / "autograded" / "filler" / LAB / f"{LAB}.ipynb")
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", [])
+                   if o["output_type"] == "stream")
+    filled = int(text.split("FILLED", 1)[1].split()[0])
+    assert 1 <= filled <= 5, f"{filled} files of 50 MB written into a 256 MiB scratch folder"
 
 
 def test_nothing_of_the_hidden_tests_reaches_the_student(batch) -> None:

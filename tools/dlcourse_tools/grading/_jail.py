@@ -87,7 +87,13 @@ def build_root(spec: dict) -> str:
         if not os.path.islink(path.rstrip("/")):
             _bind(path, root)
     for path in spec["writable"]:
-        _bind(path, root, writable=True)
+        if spec.get("scratch_mb"):  # a size-limited folder of its own: filling it stops at the quota
+            target = root + os.path.abspath(path)
+            os.makedirs(target, exist_ok=True)
+            owner = f",uid={spec['uid']},gid={spec['gid']}" if spec.get("uid") is not None else ""
+            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={spec['scratch_mb']}m{owner}")
+        else:
+            _bind(path, root, writable=True)
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)  # the skeleton itself
     return root
 

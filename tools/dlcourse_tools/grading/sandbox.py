@@ -46,6 +46,7 @@ class Limits:
             ``MemoryError`` or ``RuntimeError`` in the cell that asked for it.
         file_mb: largest file the kernel may write (``RLIMIT_FSIZE``).
         tmp_mb: size of the private ``/tmp`` and ``/dev/shm``.
+        scratch_mb: size of the writable scratch folder (a private ``tmpfs``; 0: the grader's folder itself).
         files: open file descriptors.
         processes: processes and threads of the sandbox user (``RLIMIT_NPROC``, when the kernel
             runs as ``nobody``).
@@ -56,6 +57,7 @@ class Limits:
     memory_mb: int = 4096
     file_mb: int = 64
     tmp_mb: int = 64
+    scratch_mb: int = 256
     files: int = 512
     processes: int = 1024
 
@@ -108,7 +110,8 @@ class Sandbox:
             "devices": [d for d in os.listdir("/dev") if d.startswith("nvidia")],
             "uid": self.uid if as_root else None, "gid": self.uid if as_root else None,
             "cgroup": self.cgroup,
-            "limits": asdict(self.limits), "tmp_mb": self.limits.tmp_mb, "env": kernel_env,
+            "limits": asdict(self.limits), "tmp_mb": self.limits.tmp_mb, "scratch_mb": self.limits.scratch_mb,
+            "env": kernel_env,
         }
         spec_file = job / "sandbox.json"
         spec_file.write_text(json.dumps(spec, indent=1))
