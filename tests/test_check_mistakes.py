@@ -1,0 +1,303 @@
+"""Known mistakes (issue 22): the checks recognise the common wrong answers and name them.
+
+Two parts. The API of ``dlcourse.check`` (``Mistake``, ``mistakes=`` of ``close``, ``equal`` and
+``check_function``): a value that fails and matches a mistake gets its hint and ``.mistake``; a
+correct value never does; any other wrong value gets the generic message.
+
+Then every lab's catalogue (``MISTAKES`` in its locked set-up cell, keyed by the function the
+student writes, each entry a function of that function's arguments): for every catalogued
+mistake, the lab's test cells (visible and hidden, with their fresh random inputs) are run on
+a student's function that makes that mistake, and the failure must name it; the solution
+passes; a solution with noise added fails with the generic message. Plus a few wrong
+solutions written the way a student writes them (the flipped kernel of ``corr2d`` as loops),
+to show the catalogue entry is the mistake and not just a copy of itself.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+import torch
+
+from dlcourse import check
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+HINT = "you computed a true convolution (kernel flipped); deep-learning layers compute the cross-correlation"
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+# ---------------------------------------------------------------------------------------------
+
+def corr(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.conv2d(x[None, None], k[None, None])[0, 0]
+
+
+def catalogue(x: torch.Tensor, k: torch.Tensor) -> list[check.Mistake]:
+    return [check.Mistake("kernel_flipped", lambda: corr(x, k.flip(0, 1)), HINT),
+            check.Mistake("size_too_large", (x.shape[0] - k.shape[0] + 2, x.shape[1] - k.shape[1] + 2),
+                          "your output is one row and column too large", shape_only=True)]
+
+
+def test_a_value_that_matches_a_mistake_gets_its_hint_and_id():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    with pytest.raises(check.CheckError) as info:
+        check.close(corr(x, k.flip(0, 1)), corr(x, k), name="corr2d(x, k)", mistakes=catalogue(x, k))
+    assert str(info.value) == f"corr2d(x, k): {HINT}"
+    assert info.value.mistake == "kernel_flipped"
+
+
+def test_the_named_mistake_reveals_no_reference_value():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    with pytest.raises(check.CheckError) as info:
+        check.close(corr(x, k.flip(0, 1)), corr(x, k), name="the output", mistakes=catalogue(x, k))
+    assert not re.search(r"\d", str(info.value))  # no number at all, so no value of the reference
+
+
+def test_a_shape_mistake_is_recognised_by_its_shape():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    with pytest.raises(check.CheckError, match="one row and column too large") as info:
+        check.close(torch.zeros(5, 6), corr(x, k), name="corr2d", mistakes=catalogue(x, k))
+    assert info.value.mistake == "size_too_large"
+    with pytest.raises(check.CheckError, match="wrong shape") as info:  # too small: not catalogued
+        check.close(torch.zeros(3, 4), corr(x, k), name="corr2d", mistakes=catalogue(x, k))
+    assert info.value.mistake is None
+
+
+def test_a_correct_value_never_triggers_a_mistake():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    computed = []
+    mistakes = [check.Mistake("kernel_flipped", lambda: computed.append(1) or corr(x, k.flip(0, 1)), HINT)]
+    check.close(corr(x, k), corr(x, k), name="corr2d", mistakes=mistakes)
+    assert computed == []  # not even computed: mistakes are looked at only when the check fails
+
+
+def test_a_random_wrong_value_gets_the_generic_message():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    with pytest.raises(check.CheckError, match=r"values off by up to .* at index") as info:
+        check.close(corr(x, k) + torch.randn(4, 5), corr(x, k), name="corr2d", mistakes=catalogue(x, k))
+    assert info.value.mistake is None
+
+
+def test_a_mistake_that_equals_the_reference_on_these_inputs_is_not_named():
+    # A symmetric kernel: flipping changes nothing, so a wrong value cannot be the flipped one.
+    x, k = torch.randn(6, 7), torch.ones(3, 3)
+    wrong = corr(x, k) + 1
+    with pytest.raises(check.CheckError, match="values off") as info:
+        check.close(wrong, corr(x, k), name="corr2d",
+                    mistakes=[check.Mistake("kernel_flipped", lambda: wrong * 0 + corr(x, k), HINT)])
+    assert info.value.mistake is None
+
+
+def test_dtype_device_and_none_errors_are_never_taken_for_a_mistake():
+    x, k = torch.randn(6, 7), torch.randn(3, 3)
+    flipped = corr(x, k.flip(0, 1))
+    for wrong, says in [(flipped.double(), "wrong dtype"), (None, "forget to return"), (flipped.tolist(), "torch.Tensor")]:
+        with pytest.raises(check.CheckError, match=says) as info:
+            check.close(wrong, corr(x, k), name="corr2d", mistakes=catalogue(x, k))
+        assert info.value.mistake is None
+
+
+def test_a_dict_catalogue_and_equal():
+    mistakes = {"no_floor": (7, "the size is not an integer: round down"), "no_bias": (lambda: 12, "no bias")}
+    with pytest.raises(check.CheckError, match="^n: the size is not an integer") as info:
+        check.equal(7, 6, name="n", mistakes=mistakes)
+    assert info.value.mistake == "no_floor"
+    with pytest.raises(check.CheckError, match="no bias"):
+        check.equal(12, 6, name="n", mistakes=mistakes)
+    with pytest.raises(check.CheckError, match="expected 6, got 5") as info:
+        check.equal(5, 6, name="n", mistakes=mistakes)
+    assert info.value.mistake is None
+    check.equal(6, 6, name="n", mistakes=mistakes)
+
+
+def test_check_function_computes_mistakes_from_the_inputs():
+    x = torch.randn(4, 5)
+    mistakes = {"sign_flipped": (lambda t: -torch.sigmoid(t).neg_().neg_(), "sign flipped")}  # in place: a copy
+    with pytest.raises(check.CheckError, match=r"^f\(\.\.\.\): sign flipped$") as info:
+        check.check_function(lambda t: -torch.sigmoid(t), torch.sigmoid, x, name="f", mistakes=mistakes)
+    assert info.value.mistake == "sign_flipped"
+    check.check_function(torch.sigmoid, torch.sigmoid, x, name="f", mistakes=mistakes)
+
+
+def test_a_mistake_that_cannot_be_computed_for_these_inputs_is_skipped():
+    mistakes = [check.Mistake("broken", lambda: torch.zeros(2) @ torch.zeros(3), "never"),
+                check.Mistake("doubled", lambda: torch.ones(3) * 2, "doubled")]
+    with pytest.raises(check.CheckError, match="doubled"):
+        check.close(torch.ones(3) * 2, torch.ones(3), mistakes=mistakes)
+
+
+def test_bad_catalogues_get_clear_errors():
+    with pytest.raises(ValueError, match="expected an id"):
+        check.Mistake("kernel flipped", 0, "hint")
+    with pytest.raises(ValueError, match="one-sentence hint"):
+        check.Mistake("flipped", 0, "")
+    with pytest.raises(ValueError, match=r"mistakes\['x'\]"):
+        check.close(torch.ones(2), torch.zeros(2), mistakes={"x": 3})
+    with pytest.raises(ValueError, match="Mistake objects"):
+        check.close(torch.ones(2), torch.zeros(2), mistakes=["flipped"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalogues of the labs
+# ---------------------------------------------------------------------------------------------
+
+LABS = sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
+SKIP_SOLUTIONS = {"train_cnn", "train_recall", "train_autoencoder", "train_lm"}  # training runs: not needed here
+
+
+def meta(cell: Any) -> dict[str, Any]:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def transform(code: str) -> str:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(code)
+
+
+def lab_cells(lab: str) -> list[Any]:
+    return [c for c in nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4).cells
+            if c.cell_type == "code"]
+
+
+def catalogue_keys(lab: str) -> list[str]:
+    """The functions a lab catalogues mistakes for: the keys of MISTAKES in its set-up cells."""
+    keys = []
+    for cell in lab_cells(lab):
+        if meta(cell).get("locked") and "MISTAKES = {" in cell.source:
+            body = cell.source.split("MISTAKES = {", 1)[1]
+            keys += re.findall(r'^    "(\w+)": lambda', body, flags=re.M)
+    return keys
+
+
+CASES = [(lab, key) for lab in LABS for key in catalogue_keys(lab)]
+
+
+_NAMESPACES: dict[str, dict[str, Any]] = {}
+
+
+def namespace(lab: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The lab's set-up and solution cells run in one namespace (once per lab), as a fresh copy."""
+    monkeypatch.chdir(ROOT / "solutions" / lab)
+    if lab not in _NAMESPACES:
+        ns: dict[str, Any] = {"__name__": "__main__"}
+        for cell in lab_cells(lab):
+            m = meta(cell)
+            if (m.get("locked") and not m.get("grade")) or (m.get("solution") and m.get("grade_id") not in SKIP_SOLUTIONS):
+                exec(compile(transform(cell.source), f"<{lab}:{m.get('grade_id')}>", "exec"), ns)  # noqa: S102
+        _NAMESPACES[lab] = ns
+    return dict(_NAMESPACES[lab])
+
+
+def cells_calling(lab: str, function: str) -> list[tuple[str, str]]:
+    """(grade_id, source) of the graded test cells that call ``function`` (visible and hidden parts)."""
+    call = re.compile(rf"(?<![\w.]){function}\(")
+    return [(meta(c)["grade_id"], c.source) for c in lab_cells(lab) if meta(c).get("grade") and call.search(c.source)]
+
+
+def run_tests(lab: str, function: str, ns: dict[str, Any]) -> list[tuple[str, BaseException | None]]:
+    out = []
+    for gid, source in cells_calling(lab, function):
+        try:
+            exec(compile(transform(source), f"<{lab}:{gid}>", "exec"), dict(ns))  # noqa: S102
+        except Exception as err:  # noqa: BLE001 (the outcome is what is tested)
+            out.append((gid, err))
+        else:
+            out.append((gid, None))
+    return out
+
+
+def ids_of(mistakes: list[check.Mistake]) -> list[str]:
+    return [m.id for m in mistakes]
+
+
+@pytest.mark.parametrize(("lab", "function"), CASES, ids=[f"{lab[:5]}-{f}" for lab, f in CASES])
+def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monkeypatch):
+    ns = namespace(lab, monkeypatch)
+    solution, catalogue = ns[function], ns["MISTAKES"][function]
+    assert cells_calling(lab, function), f"no test cell of {lab} calls {function}"
+    seen: dict[str, None] = {}
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        for m in catalogue(*args, **kwargs):
+            seen.setdefault(m.id)
+        return solution(*args, **kwargs)
+
+    torch.manual_seed(22)
+    ns[function] = spy
+    # 1. The solution passes every test that calls it: a correct answer never triggers a mistake.
+    for gid, err in run_tests(lab, function, ns):
+        assert err is None, f"{gid} fails on the solution: {err}"
+    assert len(seen) >= 1, f"{lab}: MISTAKES[{function!r}] is empty"
+    # 2. Each mistake, made by the student's function on every call where it applies, is named.
+    for mistake_id in seen:
+        applied, hints = [], set()
+
+        def wrong(*args: Any, mistake_id: str = mistake_id, **kwargs: Any) -> Any:
+            (m,) = [m for m in catalogue(*args, **kwargs) if m.id == mistake_id]
+            hints.add(m.hint)
+            profiler = sys.getprofile()  # the test's check.forbid: the catalogue may use torch's functions
+            sys.setprofile(None)
+            try:
+                value = m.value()
+            except Exception:  # noqa: BLE001 (this mistake cannot happen for these inputs)
+                value = None
+            finally:
+                sys.setprofile(profiler)
+            if value is None or m.shape_only:
+                value = shape_mistake(solution(*args, **kwargs), value) if m.shape_only else None
+            if value is None:
+                return solution(*args, **kwargs)
+            applied.append(True)
+            return value
+
+        torch.manual_seed(22)
+        ns[function] = wrong
+        outcomes = run_tests(lab, function, ns)
+        assert applied, f"{lab}: mistake {function}.{mistake_id} never applies to the inputs of its tests"
+        failures = [(gid, err) for gid, err in outcomes if err is not None]
+        assert failures, f"{lab}: {function} with mistake {mistake_id} passes every test"
+        for gid, err in failures:
+            assert isinstance(err, check.CheckError), f"{gid}: {type(err).__name__}: {err}"
+            assert err.mistake == mistake_id, f"{gid}: {function} with mistake {mistake_id} got: {err}"
+            (hint,) = hints
+            assert str(err).endswith(": " + hint)
+    # 3. A wrong answer that is no known mistake gets the generic message.
+    ns[function] = noisy(solution)
+    torch.manual_seed(22)
+    failures = [(gid, err) for gid, err in run_tests(lab, function, ns) if err is not None]
+    assert failures, f"{lab}: {function} with noise added passes"
+    for gid, err in failures:
+        assert isinstance(err, check.CheckError) and err.mistake is None, f"{gid}: {err!r}"
+
+
+def shape_mistake(correct: Any, wanted: Any) -> Any:
+    """A value of the mistaken shape (``wanted``: a shape or a value having it): zeros."""
+    shape = tuple(wanted.shape) if isinstance(wanted, torch.Tensor) else wanted
+    if not isinstance(correct, torch.Tensor) or not isinstance(shape, tuple):
+        return None
+    return torch.zeros(shape, dtype=correct.dtype, device=correct.device)
+
+
+def noisy(solution: Any) -> Any:
+    """The solution with a random term added to every floating-point or integer result."""
+    def add(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value + (0.37 + torch.rand_like(value))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value + 7919
+        if isinstance(value, float):
+            return value + 0.37
+        if isinstance(value, (list, tuple)):
+            return type(value)(add(v) for v in value)
+        return value
+
+    return lambda *args, **kwargs: add(solution(*args, **kwargs))
