@@ -97,8 +97,7 @@ def corr2d(x: Tensor, kernel: Tensor) -> Tensor:
         x: ``(H, W)``; kernel: ``(kH, kW)``. Output: ``(H - kH + 1, W - kW + 1)``.
     """
     for name, t in (("x", x), ("kernel", kernel)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"corr2d: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+        require_tensor(t, name, "corr2d")
         if t.dim() != 2:
             raise ValueError(f"corr2d: expected a 2-D {name}, got shape {tuple(t.shape)}")
     kH, kW = kernel.shape

@@ -18,19 +18,14 @@ import torch
 from torch import Tensor
 
 from dlcourse import _fast
-from dlcourse._checks import check_class_indices, torch_signature
+from dlcourse._checks import check_class_indices, require_tensor, torch_signature
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy", "cross_entropy", "dropout"]
 
 
-def _require_tensor(x: object, fn: str, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(x).__name__}")
-
-
 def _require_same_shape(a: Tensor, b: Tensor, fn: str, names: tuple[str, str]) -> None:
-    _require_tensor(a, fn, names[0])
-    _require_tensor(b, fn, names[1])
+    require_tensor(a, names[0], fn)
+    require_tensor(b, names[1], fn)
     if a.shape != b.shape:
         raise ValueError(
             f"{fn}: {names[0]} and {names[1]} must have the same shape, "
@@ -187,8 +182,8 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -
         target: ``(N,)``, ``(N, d1, d2, ...)`` or ``()`` respectively.
         Output: a scalar.
     """
-    _require_tensor(logits, "cross_entropy", "logits")
-    _require_tensor(target, "cross_entropy", "target")
+    require_tensor(logits, "logits", "cross_entropy")
+    require_tensor(target, "target", "cross_entropy")
     if not logits.is_floating_point():
         raise TypeError(f"cross_entropy: expected floating-point logits, got {logits.dtype}")
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
@@ -238,7 +233,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     Shape:
         Input: any shape. Output: same shape.
     """
-    _require_tensor(x, "dropout", "x")
+    require_tensor(x, "x", "dropout")
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"dropout: expected p to be a number, got {type(p).__name__}")
     if not 0 <= p <= 1:  # also rejects NaN

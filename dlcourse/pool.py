@@ -19,7 +19,7 @@ import torch.nn.functional as TF
 from torch import Tensor
 
 from dlcourse import _fast
-from dlcourse._checks import int_pair, torch_signature
+from dlcourse._checks import int_pair, require_tensor, torch_signature
 from dlcourse.conv import conv_output_size
 
 __all__ = ["max_pool2d", "avg_pool2d"]
@@ -31,8 +31,7 @@ _Geometry = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, 
 def _geometry(x: Tensor, kernel_size: _IntPair, stride: _IntPair | None, padding: _IntPair,
               fn: str) -> _Geometry:
     """Check the arguments of a pooling function; return kernel, stride, padding, output size."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{fn}: expected x to be a torch.Tensor, got {type(x).__name__}")
+    require_tensor(x, "x", fn)
     if x.dim() not in (3, 4):
         raise ValueError(f"{fn}: expected a 4-D input (N, C, H, W) or a 3-D one (C, H, W), "
                          f"got {x.dim()}-D of shape {tuple(x.shape)}")
