@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor, nn
 from dlcourse import _fast
-from dlcourse._checks import require_bool, torch_signature
+from dlcourse._checks import require_bool, require_tensor, torch_signature
 
 __all__ = ["rnn_cell", "lstm_cell", "rnn", "lstm", "RNNCell", "RNN", "LSTMCell", "LSTM"]
 
@@ -74,8 +74,7 @@ def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str
                  dtype: torch.dtype | None = None) -> None:
     """A floating tensor of one of ``ranks`` dimensions whose last one is ``input_size`` (and of
     the weights' ``dtype``, when given: no silent cast, no internal error of PyTorch's)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{fn}: expected the input to be a torch.Tensor, got {type(x).__name__}")
+    require_tensor(x, "the input", fn)
     if x.dim() not in ranks:
         raise ValueError(f"{fn}: expected a {layout} input, got {x.dim()}-D of shape {tuple(x.shape)}")
     if x.shape[-1] != input_size:
@@ -88,8 +87,7 @@ def _check_input(x: Tensor, input_size: int, ranks: tuple[int, ...], layout: str
 
 
 def _check_state(h: Tensor, shape: tuple[int, ...], name: str, fn: str, dtype: torch.dtype | None = None) -> None:
-    if not isinstance(h, Tensor):
-        raise TypeError(f"{fn}: expected {name} to be a torch.Tensor, got {type(h).__name__}")
+    require_tensor(h, name, fn)
     if tuple(h.shape) != shape:
         raise ValueError(f"{fn}: expected {name} of shape {shape}, got {tuple(h.shape)}")
     if dtype is not None and h.dtype != dtype:
