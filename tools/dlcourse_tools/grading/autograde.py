@@ -274,12 +274,10 @@ def write_autograded(course: Path, lab: str, student: str, name: str, release: A
             cell.outputs = _outputs(result.output, result.error) if result else []
             cells.append(cell)
     nb.cells = cells
-    try:
-        from dlcourse_tools.grading.feedback import sanitize_notebook
-    except ImportError:  # pragma: no cover
-        sanitize_notebook = None
-    if sanitize_notebook is not None:
-        nb = sanitize_notebook(nb)
+    from dlcourse_tools.grading.feedback import lab_hidden_lines, sanitize_notebook
+
+    # Plain text and real images only, sizes capped, and no line of a hidden test, whatever was printed.
+    nb = sanitize_notebook(nb, lab_hidden_lines(course, lab, name))
     out = Path(course) / "autograded" / student / lab / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
