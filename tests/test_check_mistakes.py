@@ -185,7 +185,8 @@ _NAMESPACES: dict[str, dict[str, Any]] = {}
 
 
 def namespace(lab: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The lab's set-up and solution cells run in one namespace (once per lab), as a fresh copy."""
+    """The lab's set-up and solution cells run in one namespace (once per lab). The functions of its
+    set-up cells look their globals up there: change it with ``monkeypatch.setitem`` only."""
     monkeypatch.chdir(ROOT / "solutions" / lab)
     if lab not in _NAMESPACES:
         ns: dict[str, Any] = {"__name__": "__main__"}
@@ -194,13 +195,26 @@ def namespace(lab: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             if (m.get("locked") and not m.get("grade")) or (m.get("solution") and m.get("grade_id") not in SKIP_SOLUTIONS):
                 exec(compile(transform(cell.source), f"<{lab}:{m.get('grade_id')}>", "exec"), ns)  # noqa: S102
         _NAMESPACES[lab] = ns
-    return dict(_NAMESPACES[lab])
+    return _NAMESPACES[lab]
 
 
 def cells_calling(lab: str, function: str) -> list[tuple[str, str]]:
     """(grade_id, source) of the graded test cells that call ``function`` (visible and hidden parts)."""
-    call = re.compile(rf"(?<![\w.]){function}\(")
-    return [(meta(c)["grade_id"], c.source) for c in lab_cells(lab) if meta(c).get("grade") and call.search(c.source)]
+    names = [function]  # the function, and the helpers of the set-up cells that call it
+    for cell in lab_cells(lab):
+        if meta(cell).get("locked") and not meta(cell).get("grade") and calls(cell.source, function):
+            names += [n for n in re.findall(r"^def (\w+)", cell.source, flags=re.M) if calls(cell.source, n, function)]
+    return [(meta(c)["grade_id"], c.source) for c in lab_cells(lab)
+            if meta(c).get("grade") and any(calls(c.source, n) for n in names)]
+
+
+def calls(source: str, function: str, inside: str | None = None) -> bool:
+    """Whether ``source`` calls ``function`` (or, with ``inside``, whether ``function`` is defined
+    there with a body that calls ``inside``)."""
+    if inside is None:
+        return re.search(rf"(?<![\w.]){function}\(", source) is not None
+    body = re.search(rf"^def {function}\(.*?(?=^\S|\Z)", source, flags=re.M | re.S)
+    return body is not None and calls(body.group(0), inside)
 
 
 def run_tests(lab: str, function: str, ns: dict[str, Any]) -> list[tuple[str, BaseException | None]]:
@@ -232,7 +246,7 @@ def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monke
         return solution(*args, **kwargs)
 
     torch.manual_seed(22)
-    ns[function] = spy
+    monkeypatch.setitem(ns, function, spy)
     # 1. The solution passes every test that calls it: a correct answer never triggers a mistake.
     for gid, err in run_tests(lab, function, ns):
         assert err is None, f"{gid} fails on the solution: {err}"
@@ -260,7 +274,7 @@ def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monke
             return value
 
         torch.manual_seed(22)
-        ns[function] = wrong
+        monkeypatch.setitem(ns, function, wrong)
         outcomes = run_tests(lab, function, ns)
         assert applied, f"{lab}: mistake {function}.{mistake_id} never applies to the inputs of its tests"
         failures = [(gid, err) for gid, err in outcomes if err is not None]
@@ -271,7 +285,7 @@ def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monke
             (hint,) = hints
             assert str(err).endswith(": " + hint)
     # 3. A wrong answer that is no known mistake gets the generic message.
-    ns[function] = noisy(solution)
+    monkeypatch.setitem(ns, function, noisy(solution))
     torch.manual_seed(22)
     failures = [(gid, err) for gid, err in run_tests(lab, function, ns) if err is not None]
     assert failures, f"{lab}: {function} with noise added passes"
