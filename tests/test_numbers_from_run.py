@@ -29,9 +29,9 @@ What is *not* prose, and never flagged:
 A flagged number is still allowed when
 
 1. the same literal is a constant the notebook's code sets: it appears as a numeric literal in a
-   code cell's source, comments left out (``lr=0.03`` lets the text say "a learning rate of
-   0.03"; a percentage ``p%`` may also be set as ``p/100``, so "dropout of 50%" matches
-   ``p=0.5``). Integers below 10 do not count (they are in every cell: shapes, indices), so a
+   code cell's source, or in one of its strings, comments and figure-styling arguments
+   (``alpha=0.3``) left out (``lr=0.03`` lets the text say "a learning rate of 0.03"; a
+   percentage ``p%`` may also be set as ``p/100``, so "dropout of 50%" matches ``p=0.5``). Integers below 10 do not count (they are in every cell: shapes, indices), so a
    hand-written "3x faster" is caught; or
 2. it is on the chapter's allowlist, ``tests/numbers_allowlist.yml``: numbers that are the
    lectures' own (worked examples, figures quoted from the slides), history, or definitions.
@@ -51,6 +51,7 @@ One case per notebook, so each chapter fails on its own. To see a chapter's find
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -165,17 +166,43 @@ def code_without_comments(source: str) -> str:
 
 
 _CODE_NUMBER = re.compile(r"(?<![\w.])(\d[\d_]*(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)(?![\w.])")
+# Keyword arguments that only style a figure: alpha=0.3 is no reason to let "0.3" through
+_STYLE_ARGS = {"alpha", "lw", "linewidth", "linewidths", "ms", "markersize", "fontsize", "figsize", "s",
+               "size", "pad", "width_ratios", "height_ratios", "xytext", "capsize", "zorder", "dpi",
+               "wspace", "hspace", "labelpad", "rotation", "bbox_to_anchor", "shrink", "aspect"}
+
+
+def _numbers_in(text: str) -> set[float]:
+    values = set()
+    for m in _CODE_NUMBER.finditer(text):
+        try:
+            values.add(float(m.group(1).replace("_", "")))
+        except ValueError:
+            pass
+    return values
 
 
 def code_constants(code_sources: list[str]) -> set[float]:
-    """Every numeric literal in the code cells (comments left out), as floats."""
+    """The numbers the code cells set: numeric literals (comments and figure-styling keyword
+    arguments such as ``alpha=0.3`` left out) and numbers written in its strings (a cell that
+    prints "within 0.3" states 0.3), as floats."""
     values = set()
     for source in code_sources:
-        for m in _CODE_NUMBER.finditer(code_without_comments(source)):
-            try:
-                values.add(float(m.group(1).replace("_", "")))
-            except ValueError:
-                pass
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            values |= _numbers_in(code_without_comments(source))
+            continue
+        styling = {id(node) for kw in ast.walk(tree) if isinstance(kw, ast.keyword) and kw.arg in _STYLE_ARGS
+                   for node in ast.walk(kw.value)}
+        for node in ast.walk(tree):
+            if id(node) in styling or not isinstance(node, ast.Constant):
+                continue
+            if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+                values.add(float(node.value))
+            elif isinstance(node.value, str):
+                values |= _numbers_in(node.value)
     return values
 
 
@@ -389,6 +416,10 @@ def test_the_checker_lets_formulas_constants_and_glued_numbers_through():
     assert [f.text for f in check_cells(cells[:1] + _nb(("markdown", "lr 0.5 diverges"))).unexplained] == []
     commented = _nb(("code", "x = 1  # about 0.82"), ("markdown", "confidence 0.82"))
     assert [f.text for f in check_cells(commented).unexplained] == ["0.82"]
+    styled = _nb(("code", "ax.grid(alpha=0.3)\nplt.plot(x, lw=1.5)"), ("markdown", "an error of 0.3, 1.5x faster"))
+    assert [f.text for f in check_cells(styled).unexplained] == ["0.3", "1.5x"]
+    printed = _nb(("code", "print(f'{share:.1%} within 0.3')"), ("markdown", "samples within 0.3"))
+    assert check_cells(printed).ok
 
 
 def test_the_checker_reports_stale_allowlist_entries_and_missing_glue_keys():
