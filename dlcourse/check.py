@@ -180,16 +180,24 @@ def _as_tensor(value: Any, name: str, like: Tensor | None = None) -> Tensor:
     raise CheckError(f"{name}: expected a tensor or numbers, got {type(value).__name__}")
 
 
-def shape(actual: Any, expected: Iterable[int | None], name: str = "value") -> None:
+def shape(actual: Any, expected: Iterable[int | None], name: str = "value", *, mistakes: Any = None) -> None:
     """Check that ``actual`` has the ``expected`` shape; ``None`` in ``expected`` matches any size.
 
-    Example: ``shape(y, (None, 8, 16, 16), name="conv output")``.
+    Example: ``shape(y, (None, 8, 16, 16), name="conv output")``. With ``mistakes`` (as for
+    :func:`close`), a wrong shape that is the shape of a known mistake's value gets its hint.
     """
     t = _as_tensor(actual, name)
     expected = tuple(expected)
     got = tuple(t.shape)
     ok = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
     if not ok:
+        for m in _mistake_list(mistakes):
+            try:
+                wrong = _shape_of(m.value())
+            except Exception:  # noqa: BLE001 (a mistake that does not apply to these inputs)
+                continue
+            if wrong == got:
+                raise mistake_error(name, m)
         shown = "(" + ", ".join("N" if e is None else str(e) for e in expected) + ")"
         raise CheckError(f"{name}: wrong shape: expected {shown}, got {_fmt_shape(got)}")
 
