@@ -209,10 +209,10 @@ def cells_calling(lab: str, function: str) -> list[tuple[str, str]]:
 
 
 def calls(source: str, function: str, inside: str | None = None) -> bool:
-    """Whether ``source`` calls ``function`` (or, with ``inside``, whether ``function`` is defined
-    there with a body that calls ``inside``)."""
+    """Whether ``source`` calls ``function`` or passes it on (or, with ``inside``, whether ``function``
+    is defined there with a body that does)."""
     if inside is None:
-        return re.search(rf"(?<![\w.]){function}\(", source) is not None
+        return re.search(rf"(?<![\w.]){function}\b", source) is not None
     body = re.search(rf"^def {function}\(.*?(?=^\S|\Z)", source, flags=re.M | re.S)
     return body is not None and calls(body.group(0), inside)
 
@@ -311,6 +311,10 @@ def noisy(solution: Any) -> Any:
     def add(value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             return value + (0.37 + torch.rand_like(value))
+        if isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.numel() > 1:
+            flip = torch.zeros(value.numel(), dtype=torch.bool)
+            flip[torch.randperm(value.numel())[:2]] = True  # two random entries flipped
+            return value ^ flip.reshape(value.shape).to(value.device)
         if isinstance(value, int) and not isinstance(value, bool):
             return value + 7919
         if isinstance(value, float):
