@@ -3,14 +3,16 @@
 ``export_csv`` is nbgrader's own CSV export (one row per student and lab: raw score, score,
 max score, names). ``report`` writes, under ``reports/<lab>/``: ``questions.csv`` (one row per
 student, one column per test), ``report.png`` (the distribution of total scores and each
-test's mean score as a fraction of its points) and ``report.md``: the summary, then every
-submission that could not be read, errored, timed out, killed its kernel or tampered with
-the checks, with the reason.
+test's mean score as a fraction of its points) and ``report.md``: the summary, the known
+mistakes the checks recognised across the class (how many submissions made each, per test,
+with ``report_mistakes.png``), then every submission that could not be read, errored, timed
+out, killed its kernel or tampered with the checks, with the reason.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +127,72 @@ def problems(course: Path, lab: str) -> list[tuple[str, str]]:
     return out
 
 
+def mistakes(course: Path, lab: str) -> tuple[int, dict[str, Counter], dict[tuple[str, str], str]]:
+    """The known mistakes the checks recognised (``CheckError.mistake``), from ``grading/<lab>.json``.
+
+    Returns (the number of graded submissions, test -> Counter(mistake -> submissions that made
+    it), (test, mistake) -> one example of the message a student got). A submission counts once
+    per test: a test stops at its first failed check.
+    """
+    graded = read_record(course, lab).get("autograde", {})
+    counts: dict[str, Counter] = {}
+    examples: dict[tuple[str, str], str] = {}
+    for _student, record in sorted(graded.items()):
+        for test, result in (record.get("tests") or {}).items():
+            mistake = (result or {}).get("mistake")
+            if not isinstance(mistake, str) or not mistake:
+                continue
+            counts.setdefault(test, Counter())[mistake] += 1
+            examples.setdefault((test, mistake), " ".join(str(result.get("error") or "").split()))
+    return len(graded), counts, examples
+
+
+def mistake_lines(course: Path, lab: str, order: list[str] | None = None) -> list[str]:
+    """The report's Markdown section on the known mistakes: one table row per test and mistake."""
+    graded, counts, examples = mistakes(course, lab)
+    rows = [(test, mistake, n) for test, counter in counts.items() for mistake, n in counter.items()]
+    position = {t: i for i, t in enumerate(order or [])}
+    rows.sort(key=lambda r: (position.get(r[0], len(position)), r[0], -r[2], r[1]))
+    total = sum(n for _, _, n in rows)
+    lines = [f"## Known mistakes ({total})", ""]
+    if not rows:
+        return lines + ["No failed check recognised a known mistake" +
+                        (f" in the {graded} graded submissions." if graded else ": nothing graded yet."), ""]
+    lines += [f"What the checks recognised in the {graded} graded submissions: the share is of all of them, "
+              "so it says what to explain again.", "", "![known mistakes](report_mistakes.png)", "",
+              "| test | mistake | submissions | share | a message students got |", "|---|---|---|---|---|"]
+    for test, mistake, n in rows:
+        example = examples[(test, mistake)].replace("|", "\\|")
+        example = example if len(example) <= 160 else example[:157] + "..."
+        lines.append(f"| {test} | {mistake} | {n} | {n / graded:.0%} | {example} |")
+    return lines + [""]
+
+
+def plot_mistakes(course: Path, lab: str, to: Path) -> Path | None:
+    """A bar per (test, mistake): the share of the graded submissions that made it; None if none did."""
+    import matplotlib.pyplot as plt
+
+    graded, counts, _ = mistakes(course, lab)
+    rows = sorted(((n / graded, f"{test.removeprefix('test_')}: {mistake}") for test, counter in counts.items()
+                   for mistake, n in counter.items()), reverse=True)[:25]
+    if not rows:
+        to.unlink(missing_ok=True)  # a stale plot would show mistakes that are gone
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * len(rows)))
+    shares, labels = zip(*reversed(rows))
+    ax.barh(range(len(rows)), shares, color="tab:red")
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set(xlim=(0, 1), xlabel=f"share of the {graded} graded submissions", title=f"{lab}: known mistakes")
+    for i, share in enumerate(shares):
+        ax.text(share + 0.01, i, f"{share:.0%}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(to, dpi=110)
+    plt.close(fig)
+    return to
+
+
 def report(course: Path, lab: str, db_url: str | None = None) -> Path:
-    """Write ``reports/<lab>/{report.md, report.png, questions.csv}``; returns the Markdown file."""
+    """Write ``reports/<lab>/{report.md, report.png, report_mistakes.png, questions.csv}``; returns report.md."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -172,6 +238,8 @@ def report(course: Path, lab: str, db_url: str | None = None) -> Path:
             full = sum(row.get(t, 0.0) == maxima[t] for row in table.values())
             lines.append(f"| {t} | {maxima[t]:g} | {frac * maxima[t]:.2f} | {full}/{len(table)} |")
         lines.append("")
+    lines += mistake_lines(course, lab, tests)
+    plot_mistakes(course, lab, out / "report_mistakes.png")
     lines += [f"## Submissions to look at ({len(issues)})", ""]
     lines += [f"- **{s}**: {why}" for s, why in issues] or ["None: every submission was read and ran normally."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
