@@ -336,6 +336,12 @@ def _init_worker(course: str, options: dict[str, Any]) -> None:
     warnings.filterwarnings("ignore", module="nbgrader")
     _worker["course"] = Path(course)
     _worker["options"] = Options(**options)
+    zygote = worker_zygote(_worker["options"])
+    if zygote is not None:  # warm the sandbox now, so the first submission does not wait for it
+        try:
+            zygote.start()
+        except Exception:  # noqa: BLE001 (it is started again, and its failure reported, on first use)
+            pass
 
 
 def grade_one(lab: str, student: str) -> dict[str, Any]:
