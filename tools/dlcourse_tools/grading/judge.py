@@ -943,8 +943,19 @@ class Judge:
             ns = self.namespace()
         except StudentError:
             ns = {"__name__": "__judge__", "__builtins__": builtins}
-        original_forbid = check.forbid
-        check.forbid = self.forbid
+        import dlcourse
+
+        original_forbid, original_seed = check.forbid, dlcourse.seed_everything
+
+        def seed_everything(seed: int = 0, *args: Any, **kwargs: Any) -> Any:
+            """The tests' seeding reaches the student's process too (their training runs there)."""
+            out = original_seed(seed, *args, **kwargs)
+            if self.process.alive() and type(seed) is int:
+                with contextlib.suppress(StudentError):
+                    self.process.request({"op": "seed", "seed": seed}, time.monotonic() + 30)
+            return out
+
+        check.forbid, dlcourse.seed_everything = self.forbid, seed_everything
         try:
             for cell in self.source.cells:
                 if cell.get("cell_type") != "code":
@@ -955,7 +966,7 @@ class Judge:
                 elif is_locked_setup(cell):
                     self._run_judge_code(cell.source, ns)
         finally:
-            check.forbid = original_forbid
+            check.forbid, dlcourse.seed_everything = original_forbid, original_seed
             self.process.kill()
         self.report.seconds = time.monotonic() - self.started
         return self.report

@@ -186,6 +186,12 @@ class Runner:
         op = req["op"]
         if op == "ping":
             return {"ok": True, "value": "pong"}
+        if op == "seed":  # the test seeds before training the student's model: the same seed here
+            from dlcourse import seed_everything
+
+            with _Capture():
+                seed_everything(int(req["seed"]))
+            return {"ok": True, "value": None}
         if op == "exec":
             with _Capture() as out:
                 result = self.shell.run_cell(req["code"], store_history=False, silent=False)
