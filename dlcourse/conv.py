@@ -16,7 +16,7 @@ differentiates it. No convolution routine of PyTorch is called, only a view (``T
 a copy, a matrix product and an add, so it runs on any device and in any floating dtype.
 
 On the way, :func:`conv2d` hands over to a tuned version of the same computation
-(:mod:`dlcourse._fast.conv`: channels-last memory, a written-out backward pass, Winograd's
+(``dlcourse._fast.conv``: channels-last memory, a written-out backward pass, Winograd's
 algorithm for 3x3 layers, oneDNN's matrix products) unless the environment variable
 ``DLCOURSE_FAST=0`` turns it off. The book's Performance page measures both.
 """
@@ -165,7 +165,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: _IntPa
     patch per output position, the patches become the rows of a matrix, and one matrix
     product with the filters (one per column) takes every dot product at once. Autograd
     differentiates it. Unless ``DLCOURSE_FAST=0``, the tuned version of the same computation
-    runs instead (:mod:`dlcourse._fast.conv`).
+    runs instead (``dlcourse._fast.conv``).
 
     Args:
         x: input images.

@@ -4,7 +4,7 @@ Every loss averages over all elements (PyTorch's default ``reduction="mean"``) a
 0-d tensor on the input's device and in its dtype. Autograd differentiates the formulas
 themselves, except in :func:`binary_cross_entropy`, whose gradient PyTorch defines by its own
 (clamped) formula; there the backward pass is written out. :func:`cross_entropy` hands over to
-a tuned version of the same formula (:mod:`dlcourse._fast.losses`) unless ``DLCOURSE_FAST=0``.
+a tuned version of the same formula (``dlcourse._fast.losses``) unless ``DLCOURSE_FAST=0``.
 
 These functions are re-exported by :mod:`dlcourse.functional`. They do not import it (that
 module imports this one), so the small input checks live here.

@@ -10,7 +10,7 @@ zeros (which count in the mean, PyTorch's default). Nothing here calls a
 PyTorch pooling routine, and everything runs on any device.
 
 Unless ``DLCOURSE_FAST=0``, both hand over to a tuned version that visits the window offset by
-offset, with the backward pass written out (:mod:`dlcourse._fast.pool`).
+offset, with the backward pass written out (``dlcourse._fast.pool``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ sequence, and carries a *hidden state* from one step to the next. With PyTorch's
 runs a whole sequence: one matrix product projects every step's input at once, then a loop
 adds the recurrent term. :func:`lstm` is a loop of :func:`lstm_cell`; autograd does the
 backpropagation through time. (Unless ``DLCOURSE_FAST=0``, :func:`lstm` hands over to a tuned
-version with the backward pass written out, :mod:`dlcourse._fast.rnn`.) The modules :class:`RNNCell`,
+version with the backward pass written out, ``dlcourse._fast.rnn``.) The modules :class:`RNNCell`,
 :class:`RNN`, :class:`LSTMCell` and :class:`LSTM` keep the parameter names and shapes of their
 ``torch.nn`` twins (one layer), so ``mine.load_state_dict(theirs.state_dict())`` works.
 """
@@ -211,7 +211,7 @@ def lstm(x: Tensor, state: tuple[Tensor, Tensor], weight_ih: Tensor, weight_hh: 
     The loop carries the hidden state :math:`h_t` and the memory cell :math:`c_t` from one step
     to the next; autograd differentiates it (backpropagation through time). Unless
     ``DLCOURSE_FAST=0``, a tuned version of the same computation runs instead
-    (:mod:`dlcourse._fast.rnn`: all steps' input products in one, the gates fused, the backward
+    (``dlcourse._fast.rnn``: all steps' input products in one, the gates fused, the backward
     pass written out).
 
     Args:
