@@ -324,3 +324,123 @@ def noisy(solution: Any) -> Any:
         return value
 
     return lambda *args, **kwargs: add(solution(*args, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrong solutions as students write them (not computed from the catalogue)
+# ---------------------------------------------------------------------------------------------
+
+WRITTEN = [
+    ("lab01_perceptron", "sigmoid", "sign_flipped", '''
+def sigmoid(x):
+    return 1 / (1 + torch.exp(x))
+'''),
+    ("lab01_perceptron", "tanh_grad", "one_minus_tanh", '''
+def tanh_grad(x):
+    return 1 - tanh(x)
+'''),
+    ("lab01_perceptron", "relu_grad", "one_at_zero", '''
+def relu_grad(x):
+    return (x >= 0).to(x.dtype)
+'''),
+    ("lab01_perceptron", "dense", "no_bias", '''
+def dense(x, weight, bias=None):
+    return x @ weight.T
+'''),
+    ("lab02_backprop", "softmax_ce_grad", "summed", '''
+def softmax_ce_grad(logits, target):
+    e = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    return e / e.sum(dim=1, keepdim=True) - F.one_hot(target, logits.shape[1]).to(logits.dtype)
+'''),
+    ("lab02_backprop", "softmax_ce_grad", "overflow", '''
+def softmax_ce_grad(logits, target):
+    e = torch.exp(logits)
+    return (e / e.sum(dim=1, keepdim=True) - F.one_hot(target, logits.shape[1]).to(logits.dtype)) / len(logits)
+'''),
+    ("lab02_backprop", "adam_step", "no_bias_correction", '''
+def adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    m = betas[0] * m + (1 - betas[0]) * grad
+    v = betas[1] * v + (1 - betas[1]) * grad * grad
+    return param - lr * m / (v.sqrt() + eps), m, v
+'''),
+    ("lab02_backprop", "sgd_momentum_step", "momentum_twice", '''
+def sgd_momentum_step(params, grads, bufs, lr, momentum):
+    new_bufs = [momentum * b + g for b, g in zip(bufs, grads)]
+    return [p - lr * (g + momentum * b) for p, g, b in zip(params, grads, new_bufs)], new_bufs
+'''),
+    ("lab03_convolution", "corr2d", "kernel_flipped", '''
+def corr2d(x, kernel):
+    kH, kW = kernel.shape
+    y = torch.zeros(x.shape[0] - kH + 1, x.shape[1] - kW + 1, dtype=x.dtype, device=x.device)
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] = (x[i:i + kH, j:j + kW] * kernel.flip(0, 1)).sum()
+    return y
+'''),
+    ("lab03_convolution", "corr2d", "one_short", '''
+def corr2d(x, kernel):
+    kH, kW = kernel.shape
+    y = torch.zeros(x.shape[0] - kH, x.shape[1] - kW, dtype=x.dtype, device=x.device)
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] = (x[i:i + kH, j:j + kW] * kernel).sum()
+    return y
+'''),
+    ("lab03_convolution", "conv_out", "no_plus_one", '''
+def conv_out(size, k, s=1, p=0):
+    return (size + 2 * p - k) // s
+'''),
+    ("lab04_pooling_cnn", "max_pool2d", "stride_one", '''
+def max_pool2d(x, kernel_size, stride=None):
+    s = 1 if stride is None else stride
+    return x.unfold(2, kernel_size, s).unfold(3, kernel_size, s).amax(dim=(-2, -1))
+'''),
+    ("lab04_pooling_cnn", "avg_pool2d_backward", "not_divided", '''
+def avg_pool2d_backward(x, grad_out, kernel_size, stride=None):
+    k, s = kernel_size, kernel_size if stride is None else stride
+    H_out, W_out = grad_out.shape[2:]
+    grad_x = torch.zeros_like(x)
+    for u in range(k):
+        for v in range(k):
+            grad_x[:, :, u:u + s * (H_out - 1) + 1:s, v:v + s * (W_out - 1) + 1:s] += grad_out
+    return grad_x
+'''),
+    ("lab05_rnn_lstm", "lstm_cell_step", "gates_out_of_order", '''
+def lstm_cell_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
+    z_i, z_f, z_o, z_g = (x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh).chunk(4, dim=1)
+    c_new = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * torch.tanh(z_g)
+    return torch.sigmoid(z_o) * torch.tanh(c_new), c_new
+'''),
+    ("lab06_generative", "kl_divergence", "not_halved", '''
+def kl_divergence(mu, logvar):
+    return (mu**2 + logvar.exp() - 1 - logvar).sum(dim=1)
+'''),
+    ("lab07_transformers", "attention", "no_scale", '''
+def attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+'''),
+    ("lab07_transformers", "attention", "softmax_over_queries", '''
+def attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-2) @ v
+'''),
+]
+
+
+@pytest.mark.parametrize(("lab", "function", "mistake", "source"), WRITTEN,
+                         ids=[f"{lab[:5]}-{f}-{m}" for lab, f, m, _ in WRITTEN])
+def test_a_mistake_written_by_hand_is_named(lab, function, mistake, source, monkeypatch):
+    ns = namespace(lab, monkeypatch)
+    mine: dict[str, Any] = {}
+    exec(compile(source, f"<{lab}: a student's {function}>", "exec"), ns, mine)  # noqa: S102
+    monkeypatch.setitem(ns, function, mine[function])
+    torch.manual_seed(22)
+    failures = [(gid, err) for gid, err in run_tests(lab, function, ns) if err is not None]
+    assert failures, f"{lab}: {function} with mistake {mistake} passes"
+    for gid, err in failures:
+        assert isinstance(err, check.CheckError) and err.mistake == mistake, f"{gid}: {err!r}"
