@@ -46,12 +46,22 @@ def test_cannot_write_outside_scratch(tmp_path: Path) -> None:
     code = ("import sys\nfor p in [sys.argv[0] if False else '/etc/x', '/usr/x', "
             f"{str(ROOT / 'dlcourse' / 'pwned.py')!r}]:\n"
             "    try:\n        open(p, 'w')\n        print('WROTE', p)\n    except OSError as e:\n        print('denied', e.errno)\n"
-            "open('ok.txt', 'w').write('fine')")
+            "open('ok.txt', 'w').write('fine')\nprint('READ', open('ok.txt').read())")
     proc = run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "WROTE" not in proc.stdout and proc.stdout.count("denied") == 3
-    assert (tmp_path / "job" / "work" / "ok.txt").read_text() == "fine"
+    assert "READ fine" in proc.stdout  # the scratch folder is writable ...
+    assert not (tmp_path / "job" / "work" / "ok.txt").exists()  # ... and private (a tmpfs), not the grader's disk
     assert not (ROOT / "dlcourse" / "pwned.py").exists()
+
+
+def test_the_scratch_folder_has_a_quota(tmp_path: Path) -> None:
+    code = ("written = 0\ntry:\n    for i in range(20):\n"
+            "        with open(f'f{i}', 'wb') as f:\n            f.write(b'x' * 30_000_000)\n        written += 1\n"
+            "except OSError as e:\n    print('STOPPED', e.errno)\nprint('WRITTEN', written)")
+    proc = run(code, tmp_path)
+    assert "STOPPED" in proc.stdout, proc.stdout + proc.stderr
+    assert int(proc.stdout.split("WRITTEN")[1].split()[0]) <= 9  # 256 MiB: at most 8 files of 30 MB
 
 
 def test_no_network(tmp_path: Path) -> None:
