@@ -116,3 +116,10 @@ def test_the_checker_finds_circles_and_private_imports(tmp_path):
     assert circles(edges) == [["pkg.a", "pkg.b", "pkg.c"]]
     assert private == ["pkg/c.py:2: from pkg.d import _secret", "pkg/sub/__init__.py:2: from pkg.d import _secret"]
     assert edges["pkg.sub"] == {"pkg.d"} and edges["pkg.d"] == set()
+
+
+def test_the_instructor_tools_have_no_import_circles_and_no_private_imports():
+    edges, private = import_graph(ROOT / "tools", "dlcourse_tools")
+    assert "dlcourse_tools.grading.judge" in edges and "dlcourse_tools.grade" in edges
+    assert circles(edges) == [], "import circles in tools/dlcourse_tools"
+    assert not private, "imports of another module's private names:\n" + "\n".join(private)

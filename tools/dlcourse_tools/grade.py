@@ -62,11 +62,7 @@ def check_lab(course: Path, lab: str, command: str) -> None:
     raise UsageError(f"no lab named {lab!r} in {course}{hint}; the labs are: {', '.join(labs)}")
 
 
-def release(course: Path, lab: str) -> None:
-    """``nbgrader generate_assignment LAB --force``: the student version into the release folder."""
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force", "--log-level=WARN"],
-                   cwd=course, env=env, check=True)
+from dlcourse_tools.grading.course import release  # noqa: E402 (``python -m dlcourse_tools.grade release``)
 
 
 def main(argv: list[str] | None = None) -> int:

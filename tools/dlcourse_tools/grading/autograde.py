@@ -36,9 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-COURSE_ID = "dlcourse"
-
-
 @dataclass
 class Options:
     """Settings of an autograding run.
@@ -67,65 +64,7 @@ class Options:
     extra_config: dict[str, Any] = field(default_factory=dict)
 
 
-def db_url_of(course: Path, options: Options) -> str:
-    return options.db_url or f"sqlite:///{Path(course).resolve() / 'gradebook.db'}"
-
-
-def course_config(course: Path) -> dict[str, Any]:
-    """The course's ``CourseDirectory`` settings from ``nbgrader_config.py`` (source and release folders)."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    found = {"source_directory": "source", "release_directory": "release", "course_id": COURSE_ID}
-    if (Path(course) / "nbgrader_config.py").is_file():
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-        found.update({k: v for k, v in config.get("CourseDirectory", {}).items() if k in found})
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
-# The gradebook, behind one lock
-# ---------------------------------------------------------------------------------------------
-
-_held: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def gradebook_lock(course: Path) -> Iterator[None]:
-    """Hold the course's gradebook lock (``.gradebook.lock``, flock); re-entrant within a process."""
-    import fcntl
-
-    path = str(Path(course).resolve() / ".gradebook.lock")
-    if path in _held:
-        _held[path][1] += 1
-        try:
-            yield
-        finally:
-            _held[path][1] -= 1
-        return
-    handle = open(path, "a+")  # noqa: SIM115 (held for the block)
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    _held[path] = [handle, 1]
-    try:
-        yield
-    finally:
-        del _held[path]
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-@contextlib.contextmanager
-def gradebook(course: Path, options: Options | None = None) -> Iterator[Any]:
-    """An open ``nbgrader.api.Gradebook`` of the course, with the gradebook lock held."""
-    import warnings
-
-    from nbgrader.api import Gradebook
-
-    options = options or Options()
-    with gradebook_lock(course), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="nbgrader")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        with Gradebook(db_url_of(course, options), course_id=COURSE_ID) as gb:
-            yield gb
+from dlcourse_tools.grading.course import COURSE_ID, course_config, db_url_of, gradebook, gradebook_lock  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +268,8 @@ def save_scores(course: Path, lab: str, student: str, scores: dict[str, dict[str
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(course: str, options: dict[str, Any]) -> None:
+def init_worker(course: str, options: dict[str, Any]) -> None:
+    """A grading worker's set-up: the course, the options, and its warm sandbox started."""
     import warnings
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -388,7 +328,7 @@ def autograde(course: Path, lab: str, students: list[str] | None = None, options
     ctx = multiprocessing.get_context("spawn")
     bar = tqdm(total=len(students), desc=f"autograde {lab} (W={workers})", unit="nb", disable=not progress,
                file=sys.stderr, smoothing=0.1)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
                              initargs=(str(course), asdict(options))) as pool:
         pending = {pool.submit(grade_one, lab, s): s for s in students}
         while pending:

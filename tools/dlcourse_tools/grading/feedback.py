@@ -441,12 +441,6 @@ def _render(course: str, lab: str, student: str, db_url: str | None, memory_mb: 
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
 
-        try:
-            from dlcourse_tools.grading.autograde import install_gradebook_lock
-
-            install_gradebook_lock(Path(course) / ".gradebook.lock")
-        except ImportError:  # the autograder is being rewritten: the lock is optional for reading grades
-            pass
         api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
         result = api.generate_feedback(lab, student, force=True)
         if not result.get("success"):

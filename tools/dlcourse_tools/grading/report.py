@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dlcourse_tools.grading.autograde import Options, gradebook
+from dlcourse_tools.grading.course import gradebook
 from dlcourse_tools.grading.submissions import read_record
 
 
@@ -54,7 +54,7 @@ def export_csv(course: Path, to: Path | None = None, db_url: str | None = None) 
     to = Path(to or Path(course) / "grades.csv")
     display = load_registry(course)["names"]
     rows = []
-    with gradebook(course, Options(db_url=db_url)) as gb:
+    with gradebook(course, db_url) as gb:
         for assignment in gb.assignments:
             for student in gb.students:
                 row = {"assignment": assignment.name, "duedate": assignment.duedate, "student_id": student.id,
@@ -80,7 +80,7 @@ def scores(course: Path, lab: str, db_url: str | None = None) -> tuple[list[str]
     """(test names in notebook order, student -> test -> score, test -> max score) of one lab."""
     from nbgrader.api import MissingEntry
 
-    with gradebook(course, Options(db_url=db_url)) as gb:
+    with gradebook(course, db_url) as gb:
         try:
             assignment = gb.find_assignment(lab)
         except MissingEntry:

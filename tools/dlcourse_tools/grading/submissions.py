@@ -309,12 +309,12 @@ def import_submissions(source: Path, course: Path, lab: str, students: list[str]
 
 def store_names(course: Path, names: dict[str, str], db_url: str | None = None) -> None:
     """Create or update each student in the gradebook with the display name's first and last name."""
-    from dlcourse_tools.grading.autograde import Options, gradebook
+    from dlcourse_tools.grading.course import gradebook
 
     if not names:
         return
     alembic_on_path()
-    with gradebook(course, Options(db_url=db_url)) as gb:
+    with gradebook(course, db_url) as gb:
         for student, name in sorted(names.items()):
             first, last = split_name(name)
             gb.update_or_create_student(student, first_name=first, last_name=last)
@@ -337,11 +337,11 @@ def record_import(course: Path, result: Imported) -> None:
 
 def zero_unreadable(course: Path, lab: str, problems: dict[str, str], db_url: str | None = None) -> None:
     """Give students whose submission could not be read 0 points (with the gradebook lock)."""
-    from dlcourse_tools.grading.autograde import Options, gradebook
+    from dlcourse_tools.grading.course import gradebook
 
     if not problems:
         return
-    with gradebook(course, Options(db_url=db_url)) as gb:
+    with gradebook(course, db_url) as gb:
         for student in problems:
             gb.update_or_create_student(student)
             submission = gb.update_or_create_submission(lab, student)

@@ -53,7 +53,7 @@ def _submissions(course: Path, n: int) -> None:
 
 
 def _course(base: Path, n: int) -> Path:
-    from dlcourse_tools.grade import release
+    from dlcourse_tools.grading.course import release
 
     course = base / "course"
     course.mkdir(parents=True)
@@ -69,10 +69,10 @@ def _course(base: Path, n: int) -> Path:
 def _startup(course: Path, workers: int, options: dict[str, Any]) -> float:
     import multiprocessing
 
-    from dlcourse_tools.grading.autograde import _init_worker
+    from dlcourse_tools.grading.autograde import init_worker
 
     started = time.monotonic()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
                              initargs=(str(course), options)) as pool:
         list(pool.map(time.sleep, [0.2] * workers))  # every worker initialised and alive
     return time.monotonic() - started - 0.2
