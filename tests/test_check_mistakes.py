@@ -1,14 +1,15 @@
 """Known mistakes (issue 22): the checks recognise the common wrong answers and name them.
 
-Two parts. The API of ``dlcourse.check`` (``Mistake``, ``mistakes=`` of ``close``, ``equal`` and
+Three parts. The API of ``dlcourse.check`` (``Mistake``, ``mistakes=`` of ``close``, ``equal`` and
 ``check_function``): a value that fails and matches a mistake gets its hint and ``.mistake``; a
 correct value never does; any other wrong value gets the generic message.
 
 Then every lab's catalogue (``MISTAKES`` in its locked set-up cell, keyed by the function the
 student writes, each entry a function of that function's arguments): for every catalogued
 mistake, the lab's test cells (visible and hidden, with their fresh random inputs) are run on
-a student's function that makes that mistake, and the failure must name it; the solution
-passes; a solution with noise added fails with the generic message. Plus a few wrong
+a student's function that makes that mistake, and the failure must name it (in the test cell's
+output as the autograded notebook shows it, and counted once in the report's table); the
+solution passes; a solution with noise added fails with the generic message. Plus a few wrong
 solutions written the way a student writes them (the flipped kernel of ``corr2d`` as loops),
 to show the catalogue entry is the mistake and not just a copy of itself.
 """
@@ -234,7 +235,7 @@ def ids_of(mistakes: list[check.Mistake]) -> list[str]:
 
 
 @pytest.mark.parametrize(("lab", "function"), CASES, ids=[f"{lab[:5]}-{f}" for lab, f in CASES])
-def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monkeypatch):
+def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monkeypatch, tmp_path):
     ns = namespace(lab, monkeypatch)
     solution, catalogue = ns[function], ns["MISTAKES"][function]
     assert cells_calling(lab, function), f"no test cell of {lab} calls {function}"
@@ -257,6 +258,7 @@ def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monke
         assert err is None, f"{gid} fails on the solution: {err}"
     assert len(seen) >= 1, f"{lab}: MISTAKES[{function!r}] is empty"
     # 2. Each mistake, made by the student's function on every call where it applies, is named.
+    named: dict[str, list[tuple[str, BaseException]]] = {}
     for mistake_id in seen:
         applied, hints = [], set()
 
@@ -289,13 +291,46 @@ def test_every_catalogued_mistake_is_named_by_the_lab_tests(lab, function, monke
             assert err.mistake == mistake_id, f"{gid}: {function} with mistake {mistake_id} got: {err}"
             (hint,) = hints
             assert str(err).endswith(": " + hint)
-    # 3. A wrong answer that is no known mistake gets the generic message.
+        named[mistake_id] = failures
+    # 3. As graded: the autograded notebook shows the message, and the report counts each mistake.
+    assert_graded_and_counted(lab, named, tmp_path)
+    # 4. A wrong answer that is no known mistake gets the generic message.
     monkeypatch.setitem(ns, function, noisy(solution))
     torch.manual_seed(22)
     failures = [(gid, err) for gid, err in run_tests(lab, function, ns) if err is not None]
     assert failures, f"{lab}: {function} with noise added passes"
     for gid, err in failures:
         assert isinstance(err, check.CheckError) and err.mistake is None, f"{gid}: {err!r}"
+
+
+def assert_graded_and_counted(lab: str, named: dict[str, list[tuple[str, BaseException]]], course: Path) -> None:
+    """One student per mistake, failing the tests as the judge records them (``one_line`` of the
+    error, ``.mistake``): the test cell's output shows the message, and the report counts each once."""
+    import json
+
+    from dlcourse_tools.grading.autograde import _outputs
+    from dlcourse_tools.grading.judge import one_line
+    from dlcourse_tools.grading.report import mistake_lines, mistakes
+
+    graded = {}
+    for mistake_id, failures in named.items():
+        tests = {}
+        for gid, err in failures:
+            (output,) = _outputs("", one_line(err))
+            assert output.output_type == "error" and output.ename == "CheckError"
+            assert output.evalue == " ".join(str(err).split()), output.evalue
+            tests[gid] = {"score": 0.0, "points": 1.0, "error": one_line(err), "mistake": err.mistake}
+        graded[f"made_{mistake_id}"] = {"tests": tests}
+    (course / "grading").mkdir(exist_ok=True)
+    (course / "grading" / f"{lab}.json").write_text(json.dumps({"autograde": graded}))
+    n, counts, _ = mistakes(course, lab)
+    assert n == len(named)
+    assert {(t, m): c for t, counter in counts.items() for m, c in counter.items()} == \
+        {(gid, m): 1 for m, failures in named.items() for gid, _ in failures}
+    table = "\n".join(mistake_lines(course, lab))
+    for mistake_id, failures in named.items():
+        for gid, _ in failures:
+            assert f"| {gid} | {mistake_id} | 1 |" in table, table
 
 
 def shape_mistake(correct: Any, wanted: Any) -> Any:
