@@ -41,7 +41,7 @@ def generated_class(course: Path, seed: int = 22) -> None:
         free = [s for s in STUDENTS if graded[s]["tests"][test]["mistake"] is None]
         for student in rng.sample(free, n):
             graded[student]["tests"][test] = {"score": 0.0, "points": 2.0, "mistake": mistake,
-                                              "error": f"CheckError: {test.removeprefix('test_')}(x | k): {mistake} hint"}
+                                              "error": f"CheckError: {test.removeprefix('test_')}(x, k): {mistake}: a | in the hint"}
     for student in rng.sample(STUDENTS, 5):  # wrong without a known mistake: not counted
         graded[student]["tests"]["test_conv2d_values"].update(score=0.0, error="CheckError: values off", mistake=None)
     (course / "grading").mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def test_the_class_counts_each_mistake_per_test(tmp_path: Path) -> None:
     graded, counts, examples = mistakes(tmp_path, LAB)
     assert graded == 50
     assert {(t, m): n for t, c in counts.items() for m, n in c.items()} == {(t, m): n for t, m, n in MADE}
-    assert examples[("test_corr2d", "kernel_flipped")] == "CheckError: corr2d(x | k): kernel_flipped hint"
+    assert examples[("test_corr2d", "kernel_flipped")] == "CheckError: corr2d(x, k): kernel_flipped: a | in the hint"
 
 
 def test_the_report_table_gives_counts_and_shares(tmp_path: Path) -> None:
@@ -67,7 +67,8 @@ def test_the_report_table_gives_counts_and_shares(tmp_path: Path) -> None:
         ["| test_conv_out", "no_plus_one", "9", "18%"], ["| test_conv_out", "padding_one_side", "6", "12%"],
         ["| test_corr2d", "kernel_flipped", "17", "34%"], ["| test_corr2d", "one_short", "4", "8%"],
         ["| test_conv2d_values", "no_bias", "3", "6%"]]
-    assert "corr2d(x \\| k)" in text  # a | in a message does not break the table
+    # The hint (the message without the check's name), with a | that does not break the table.
+    assert rows[2].endswith("| kernel_flipped: a \\| in the hint |"), rows[2]
     assert "![known mistakes](report_mistakes.png)" in text
 
 

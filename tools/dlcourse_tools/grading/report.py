@@ -160,10 +160,13 @@ def mistake_lines(course: Path, lab: str, order: list[str] | None = None) -> lis
                         (f" in the {graded} graded submissions." if graded else ": nothing graded yet."), ""]
     lines += [f"What the checks recognised in the {graded} graded submissions: the share is of all of them, "
               "so it says what to explain again.", "", "![known mistakes](report_mistakes.png)", "",
-              "| test | mistake | submissions | share | a message students got |", "|---|---|---|---|---|"]
+              "| test | mistake | submissions | share | what they were told |", "|---|---|---|---|---|"]
     for test, mistake, n in rows:
-        example = examples[(test, mistake)].replace("|", "\\|")
-        example = example if len(example) <= 160 else example[:157] + "..."
+        # A message is "CheckError: <what was checked>: <the mistake's hint>": the hint is the sentence
+        # that names the mistake (the whole message where it has another form).
+        message = examples[(test, mistake)].partition(": ")[2] or examples[(test, mistake)]
+        example = (message.partition(": ")[2] or message).replace("|", "\\|")
+        example = example if len(example) <= 200 else example[:197] + "..."
         lines.append(f"| {test} | {mistake} | {n} | {n / graded:.0%} | {example} |")
     return lines + [""]
 
