@@ -12,6 +12,10 @@ a short confirmation) and fails with an ``AssertionError`` whose message is one 
 
 The reference is always computed at run time, on the student's device and dtype, so a check
 never depends on numbers produced by one seed on one machine.
+
+A check can also be given the exercise's known mistakes (:class:`Mistake`, ``mistakes=``): a
+failing value that matches one gets a message that names the mistake in one sentence, without
+any value of the reference, and the error carries the mistake's id (``CheckError.mistake``).
 """
 
 from __future__ import annotations
