@@ -479,3 +479,13 @@ def test_a_mistake_written_by_hand_is_named(lab, function, mistake, source, monk
     assert failures, f"{lab}: {function} with mistake {mistake} passes"
     for gid, err in failures:
         assert isinstance(err, check.CheckError) and err.mistake == mistake, f"{gid}: {err!r}"
+
+
+def test_a_sampler_written_with_the_variance_as_the_std_is_named(monkeypatch):
+    ns = namespace("lab06_generative", monkeypatch)
+    mine: dict[str, Any] = {}
+    exec("def reparameterize(mu, logvar):\n    return mu + torch.exp(logvar) * torch.randn_like(mu)\n", ns, mine)  # noqa: S102
+    monkeypatch.setitem(ns, "reparameterize", mine["reparameterize"])
+    torch.manual_seed(22)
+    failures = [(gid, err) for gid, err in run_tests("lab06_generative", "reparameterize", ns) if err is not None]
+    assert failures and all(getattr(err, "mistake", None) == "variance_as_std" for _, err in failures), failures
