@@ -7,9 +7,12 @@ In a chapter::
     accuracy = ...                      # computed by the cell
     glue("lstm_accuracy", 100 * accuracy)
 
-and in the Markdown below it, ``{glue:text}`lstm_accuracy:.1f```%. When the book is built,
-myst-nb puts the number the run produced into the sentence, so the text cannot state a number
-its run did not produce.
+and in the Markdown below it::
+
+    The LSTM reaches {glue:text}`lstm_accuracy:.1f`%.
+
+When the book is built, myst-nb puts the number the run produced into the sentence, so the text
+cannot state a number its run did not produce.
 
 Where myst-nb is not installed (Colab, a student's own JupyterLab) ``glue`` still works: it
 keeps the value (``glued()`` returns every value glued so far) and shows nothing, so a chapter
@@ -24,7 +27,7 @@ _GLUED: dict[str, Any] = {}
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Make ``value`` available to the chapter's text as ``{glue:text}`name```.
+    """Make ``value`` available to the chapter's text under ``name`` (myst-nb's ``glue:text`` role).
 
     Returns nothing, so a cell that ends with a ``glue`` call shows no ``Out[]`` value under it.
 
