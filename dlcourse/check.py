@@ -241,16 +241,20 @@ def close(actual: Any, expected: Any, name: str = "value", *, rtol: float | None
     except CheckError:
         if not found or not _comparable(actual, expected, check_dtype, check_device):
             raise
-        def matches(a: Any, b: Any) -> bool:
-            try:
-                _close(a, b, name, rtol, atol, False, False, True)
-            except CheckError:
-                return False
-            return True
-        m = _recognise(actual, expected, found, (), matches)
+        m = _recognise(actual, expected, found, (),
+                       lambda a, b: _passes(_close, a, b, name, rtol, atol, False, False, True))
         if m is None:
             raise
         raise mistake_error(name, m) from None
+
+
+def _passes(check: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``check(*args)`` passes (raises no :class:`CheckError`): is a value a known mistake's?"""
+    try:
+        check(*args)
+    except CheckError:
+        return False
+    return True
 
 
 def _comparable(actual: Any, expected: Any, check_dtype: bool, check_device: bool) -> bool:
@@ -342,13 +346,7 @@ def equal(actual: Any, expected: Any, name: str = "value", *, mistakes: Any = No
     except CheckError:
         if not found or actual is None or isinstance(actual, bool) != isinstance(expected, bool):
             raise
-        def matches(a: Any, b: Any) -> bool:
-            try:
-                _equal(a, b, name)
-            except CheckError:
-                return False
-            return True
-        m = _recognise(actual, expected, found, (), matches)
+        m = _recognise(actual, expected, found, (), lambda a, b: _passes(_equal, a, b, name))
         if m is None:
             raise
         raise mistake_error(name, m) from None
